@@ -1,0 +1,430 @@
+"""The conversation actor: one anyio task that owns one conversation.
+
+The actor is the only code that touches a conversation's history. Others reach it
+through a :class:`~chatbot.ConversationHandle`, which puts requests on a bounded
+inbox. The actor answers ``Cancel`` and ``Snapshot`` at once and serves turns,
+resets and reconfigurations one at a time, in arrival order, from a small queue.
+
+Invariants:
+
+* history never holds half a turn: a turn's user message and reply enter the history
+  only after the store committed both, in one transaction;
+* a turn is acknowledged (``TurnDone``) only after that commit;
+* a stopped turn (Stop pressed, caller gone, server shutting down) keeps the text
+  streamed so far as the reply, marked ``stopped``;
+* a failed turn writes nothing and leaves the history as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import final
+
+import anyio
+import attrs
+import httpx
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._config import Limits, ProviderConfig, UpstreamPolicy
+from ._context import fit_context
+from ._errors import (
+    ActorCrashed,
+    Busy,
+    ChatbotError,
+    NotConnected,
+    ShuttingDown,
+    StoreError,
+    UpstreamTimeout,
+)
+from ._instrumentation import Instrumentation, TurnRecorder
+from ._messages import Message, Reply, Usage
+from ._requests import (
+    Answer,
+    Cancel,
+    Failed,
+    Reconfigure,
+    Request,
+    Reset,
+    Snapshot,
+    Turn,
+    TurnDelta,
+    TurnDone,
+    TurnEvent,
+    TurnFailed,
+)
+from .providers import ChatRequest, Provider, StreamEnd, TextDelta, resilient_stream
+from .store import ConversationInfo, Store
+
+__all__ = ["ConversationActor"]
+
+logger = logging.getLogger("chatbot.actor")
+
+ProviderFactory = Callable[[ProviderConfig, httpx.AsyncClient], Provider]
+Queued = Turn | Reset | Reconfigure
+
+_CALLER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+@attrs.define
+class _Conversation:
+    """The state one actor incarnation owns. Never leaves :meth:`ConversationActor.run`."""
+
+    history: list[Message]
+    config: ProviderConfig | None
+    provider: Provider | None = None
+    turn_scope: anyio.CancelScope | None = None
+
+
+async def _answer(reply_to: MemoryObjectSendStream[Answer | Failed], value: Answer | Failed) -> None:
+    with reply_to:
+        try:
+            reply_to.send_nowait(value)
+        except (*_CALLER_GONE, anyio.WouldBlock):
+            pass
+
+
+@final
+@attrs.define(kw_only=True)
+class ConversationActor:
+    """Serves one conversation's requests; built and run only by the supervisor."""
+
+    conversation_id: str
+    store: Store
+    provider_factory: ProviderFactory
+    http_client: httpx.AsyncClient
+    policy: UpstreamPolicy
+    limits: Limits
+    instrumentation: Instrumentation
+    default_config: ProviderConfig | None
+    on_idle: Callable[[], bool]
+    owner: str | None = None
+
+    async def run(
+        self,
+        inbox: MemoryObjectReceiveStream[Request],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Load the history, report ready, then serve until the inbox closes or idles out.
+
+        Raises:
+            StoreError: the history could not be loaded (before ``task_status.started``).
+            Exception: a bug while serving; the supervisor restarts the actor.
+        """
+        state = await self._load()
+        queue: deque[Queued] = deque()
+        worker_active = False
+
+        async def work_through_queue() -> None:
+            nonlocal worker_active
+            try:
+                while queue:
+                    request = queue.popleft()
+                    try:
+                        await self._serve(state, request)
+                    except Exception:
+                        crashed = _crashed(self.conversation_id)
+                        for failed in (request, *queue):
+                            _fail_queued(failed, crashed)
+                        queue.clear()
+                        raise
+            finally:
+                worker_active = False
+
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.limits.idle_evict_after) as idle:
+                    try:
+                        request = await inbox.receive()
+                    except anyio.EndOfStream:
+                        break
+                if idle.cancelled_caught:
+                    if not worker_active and self.on_idle():
+                        break
+                    continue
+                if isinstance(request, Cancel):
+                    stopped = state.turn_scope is not None
+                    if state.turn_scope is not None:
+                        state.turn_scope.cancel()
+                    await _answer(request.reply_to, Answer(stopped))
+                elif isinstance(request, Snapshot):
+                    await self._snapshot(state, request, refresh=not worker_active)
+                elif len(queue) >= self.limits.inbox_size:
+                    _fail_queued(request, _busy(self.conversation_id))
+                else:
+                    queue.append(request)
+                    if not worker_active:
+                        worker_active = True
+                        tg.start_soon(work_through_queue)
+            inbox.close()
+
+    async def _load(self) -> _Conversation:
+        info = await self.store.get_conversation(self.conversation_id)
+        if info is None:
+            default = self.default_config
+            info = ConversationInfo(
+                id=self.conversation_id,
+                owner=self.owner,
+                provider=default.provider if default else None,
+                model=default.model if default else None,
+                system_prompt=default.system_prompt if default else None,
+            )
+            await self.store.create_conversation(info)
+            history: list[Message] = []
+        else:
+            history = list(await self.store.load_messages(self.conversation_id))
+        return _Conversation(history=history, config=self._restored_config(info))
+
+    def _restored_config(self, info: ConversationInfo) -> ProviderConfig | None:
+        """The default connection, with the model and prompt this conversation last used."""
+        default = self.default_config
+        if default is None or info.provider != default.provider:
+            return default
+        return default.evolve(
+            model=info.model or default.model,
+            system_prompt=info.system_prompt if info.system_prompt is not None else default.system_prompt,
+        )
+
+    async def _refresh(self, state: _Conversation) -> None:
+        """Reload the history if another process changed the stored conversation."""
+        if await self.store.message_count(self.conversation_id) != len(state.history):
+            state.history = list(await self.store.load_messages(self.conversation_id))
+
+    async def _snapshot(self, state: _Conversation, request: Snapshot, *, refresh: bool) -> None:
+        try:
+            if refresh:
+                await self._refresh(state)
+        except StoreError as exc:
+            await _answer(request.reply_to, Failed(exc))
+        else:
+            await _answer(request.reply_to, Answer(tuple(state.history)))
+
+    async def _adopt(self, state: _Conversation, config: ProviderConfig) -> Provider:
+        if state.provider is None or config != state.config:
+            if config != state.config:
+                await self.store.update_conversation(
+                    self.conversation_id,
+                    provider=config.provider,
+                    model=config.model,
+                    system_prompt=config.system_prompt,
+                )
+            state.config = config
+            state.provider = self.provider_factory(config, self.http_client)
+        return state.provider
+
+    async def _serve(self, state: _Conversation, request: Queued) -> None:
+        if isinstance(request, Turn):
+            await self._serve_turn(state, request)
+            return
+        try:
+            if isinstance(request, Reset):
+                await self.store.replace_messages(self.conversation_id, ())
+                state.history.clear()
+            else:
+                await self._adopt(state, request.config)
+        except ChatbotError as exc:
+            await _answer(request.reply_to, Failed(exc))
+        else:
+            await _answer(request.reply_to, Answer(None))
+
+    async def _serve_turn(self, state: _Conversation, turn: Turn) -> None:
+        with turn.reply_to:
+            if turn.control.abandoned:
+                return  # the caller left before the turn began: nothing to do or keep
+            config = turn.config or state.config
+            if config is None:
+                await _send(turn.reply_to, TurnFailed(_not_connected(self.conversation_id)))
+                return
+            try:
+                provider = await self._adopt(state, config)
+            except ChatbotError as exc:
+                await _send(turn.reply_to, TurnFailed(exc))
+                return
+            try:
+                with self.instrumentation.turn(
+                    self.conversation_id, config, turn.trace_context
+                ) as recorder:
+                    await self._run_turn(state, turn, config, provider, recorder)
+            except Exception:
+                # A bug, not a user-facing failure: tell the caller before the crash
+                # propagates to the supervisor, which restarts this actor.
+                _send_nowait(turn.reply_to, TurnFailed(_crashed(self.conversation_id)))
+                raise
+
+    async def _run_turn(
+        self,
+        state: _Conversation,
+        turn: Turn,
+        config: ProviderConfig,
+        provider: Provider,
+        recorder: TurnRecorder,
+    ) -> None:
+        user = Message.user(turn.text)
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        error: ChatbotError | None = None
+        async with self.store.lock_conversation(self.conversation_id):
+            try:
+                await self._refresh(state)
+            except StoreError as exc:
+                recorder.finished(exc.code, None, exc)
+                await _send(turn.reply_to, TurnFailed(exc))
+                return
+            request = ChatRequest(
+                model=config.model,
+                system=config.system_prompt,
+                messages=fit_context(
+                    state.history, user, config.system_prompt, self.limits.context_budget_tokens
+                ),
+                max_tokens=config.max_tokens,
+            )
+            try:
+                with anyio.CancelScope() as scope:
+                    state.turn_scope = turn.control.scope = scope
+                    if turn.control.abandoned:
+                        scope.cancel()
+                    try:
+                        with anyio.fail_after(self.policy.total_timeout), recorder.upstream_attempt():
+                            events = resilient_stream(
+                                provider, request, self.policy, on_retry=recorder.retried
+                            )
+                            async with aclosing(events):
+                                async for event in events:
+                                    if isinstance(event, TextDelta):
+                                        if not parts:
+                                            recorder.first_token()
+                                        parts.append(event.text)
+                                        try:
+                                            await turn.reply_to.send(TurnDelta(event.text))
+                                        except _CALLER_GONE:
+                                            scope.cancel()  # the caller left: stop, as Stop would
+                                    else:
+                                        end = event
+                    except ChatbotError as exc:
+                        error = exc
+                    except TimeoutError:
+                        error = UpstreamTimeout(
+                            f"The model did not finish its reply within {self.policy.total_timeout:g} s; "
+                            "try again or raise CHATBOT_TOTAL_TIMEOUT.",
+                            provider=provider.name,
+                            phase="total",
+                        )
+            except anyio.get_cancelled_exc_class():
+                # The supervisor is shutting down: keep what streamed, tell the caller.
+                with anyio.CancelScope(shield=True):
+                    await self._commit(state, user, Message.assistant("".join(parts), stopped=True))
+                    _send_nowait(
+                        turn.reply_to,
+                        TurnFailed(
+                            ShuttingDown(
+                                "The server is shutting down; the partial reply was saved.",
+                                conversation_id=self.conversation_id,
+                            )
+                        ),
+                    )
+                recorder.finished("stopped", None, None)
+                raise
+            finally:
+                state.turn_scope = turn.control.scope = None
+
+            if scope.cancelled_caught:
+                assistant = Message.assistant("".join(parts), stopped=True)
+                outcome = "stopped"
+            elif error is not None:
+                recorder.finished(error.code, None, error)
+                await _send(turn.reply_to, TurnFailed(error))
+                return
+            else:
+                assert end is not None, "resilient_stream ends with StreamEnd or raises"
+                assistant = Message.assistant("".join(parts), usage=end.usage)
+                outcome = "ok"
+
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._commit(state, user, assistant)
+                except StoreError as exc:
+                    recorder.finished(exc.code, None, exc)
+                    await _send(turn.reply_to, TurnFailed(exc))
+                    return
+        recorder.finished(outcome, assistant.usage, None)
+        reply = Reply(
+            text=assistant.content,
+            usage=assistant.usage or Usage(),
+            model=(end.model if end and end.model else config.model),
+            stop_reason=end.stop_reason if end else None,
+            stopped=assistant.stopped,
+            conversation_id=self.conversation_id,
+        )
+        await _send(turn.reply_to, TurnDone(reply))
+
+    async def _commit(self, state: _Conversation, user: Message, assistant: Message) -> None:
+        """Write the turn, then (and only then) let it into the history."""
+        try:
+            await self.store.append_turn(
+                self.conversation_id, user, assistant, expected_count=len(state.history)
+            )
+        except StoreError:
+            # Our view may be stale (another instance wrote): reload on the next turn.
+            state.history = list(await _reload_or_keep(self.store, self.conversation_id, state.history))
+            raise
+        state.history.extend((user, assistant))
+
+
+async def _reload_or_keep(store: Store, conversation_id: str, history: list[Message]) -> list[Message]:
+    try:
+        return list(await store.load_messages(conversation_id))
+    except StoreError:
+        return history
+
+
+async def _send(reply_to: MemoryObjectSendStream[TurnEvent], event: TurnEvent) -> None:
+    try:
+        await reply_to.send(event)
+    except _CALLER_GONE:
+        pass
+
+
+def _send_nowait(reply_to: MemoryObjectSendStream[TurnEvent], event: TurnEvent) -> None:
+    try:
+        reply_to.send_nowait(event)
+    except (*_CALLER_GONE, anyio.WouldBlock):
+        pass
+
+
+def _crashed(conversation_id: str) -> ActorCrashed:
+    return ActorCrashed(
+        "Something went wrong in this conversation; it was restarted, please retry.",
+        conversation_id=conversation_id,
+    )
+
+
+def _busy(conversation_id: str) -> Busy:
+    return Busy(
+        "This conversation has too many requests waiting; wait for the current reply.",
+        conversation_id=conversation_id,
+    )
+
+
+def _not_connected(conversation_id: str) -> NotConnected:
+    return NotConnected(
+        "No model provider is connected for this conversation: connect one first.",
+        conversation_id=conversation_id,
+    )
+
+
+def _fail_queued(request: Queued, error: ChatbotError) -> None:
+    """Answer a request that will not be served, without waiting."""
+    if isinstance(request, Turn):
+        with request.reply_to:
+            _send_nowait(request.reply_to, TurnFailed(error))
+    else:
+        with request.reply_to:
+            try:
+                request.reply_to.send_nowait(Failed(error))
+            except (*_CALLER_GONE, anyio.WouldBlock):
+                pass

@@ -1,0 +1,208 @@
+"""The send side of a conversation actor, and the stream of one turn's reply.
+
+A :class:`ConversationHandle` is all anyone but the actor holds: it can put requests
+on the actor's bounded inbox and read the answers, never touch the state. Only the
+supervisor creates handles.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import ActorCrashed, Busy, ChatbotError
+from ._messages import Message, Reply
+from ._requests import (
+    Answer,
+    Cancel,
+    Failed,
+    Reconfigure,
+    Request,
+    Reset,
+    Snapshot,
+    Turn,
+    TurnControl,
+    TurnDelta,
+    TurnDone,
+    TurnEvent,
+)
+
+if TYPE_CHECKING:
+    from ._config import ProviderConfig
+
+__all__ = ["ConversationHandle", "TurnStream"]
+
+# Deltas in flight between the actor and a slow reader; beyond this the actor waits,
+# which in turn slows reading from the upstream (backpressure, not buffering).
+_REPLY_BUFFER = 16
+
+
+class ActorGone(Exception):
+    """The actor's inbox closed under us (idle eviction, crash loop): route again."""
+
+
+@final
+class TurnStream:
+    """The text deltas of one turn, then its :class:`~chatbot.Reply` in ``reply``.
+
+    Iterate it with ``async for``; it raises the turn's ``ChatbotError`` if the turn
+    failed. Closing it before the end (leaving ``open_turn``'s block) stops the turn,
+    and the text streamed so far is kept as a stopped reply.
+    """
+
+    __slots__ = ("_control", "_finished", "_receive", "reply")
+
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[TurnEvent], control: TurnControl
+    ) -> None:
+        self._receive = receive
+        self._control = control
+        self._finished = False
+        self.reply: Reply | None = None
+
+    def __aiter__(self) -> TurnStream:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            event = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self.reply is None:
+                self._raise(_crashed())
+            raise StopAsyncIteration from None
+        if isinstance(event, TurnDelta):
+            return event.text
+        self._finished = True
+        self._receive.close()
+        if isinstance(event, TurnDone):
+            self.reply = event.reply
+            raise StopAsyncIteration
+        self._raise(event.error)
+
+    def _raise(self, error: ChatbotError) -> NoReturn:
+        self._finished = True
+        self._receive.close()
+        raise error
+
+    async def wait_reply(self) -> Reply:
+        """Consume the remaining deltas and return the reply.
+
+        Raises:
+            ChatbotError: the turn failed.
+        """
+        async for _ in self:
+            pass
+        assert self.reply is not None
+        return self.reply
+
+    def close(self) -> None:
+        """Stop listening; a turn still running is stopped, keeping its partial reply."""
+        if not self._finished:
+            self._finished = True
+            self._control.abandon()
+        self._receive.close()
+
+
+@final
+class ConversationHandle:
+    """Puts requests on one actor's inbox. Built only by the :class:`~chatbot.Supervisor`."""
+
+    __slots__ = ("_busy_timeout", "_inbox", "conversation_id")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("ConversationHandle is created by the Supervisor only")
+
+    @classmethod
+    def _create(
+        cls,
+        conversation_id: str,
+        inbox: MemoryObjectSendStream[Request],
+        busy_timeout: float,
+    ) -> ConversationHandle:
+        self = object.__new__(cls)
+        self.conversation_id = conversation_id
+        self._inbox = inbox
+        self._busy_timeout = busy_timeout
+        return self
+
+    async def _put(self, request: Request) -> None:
+        try:
+            try:
+                self._inbox.send_nowait(request)
+            except anyio.WouldBlock:
+                with anyio.fail_after(self._busy_timeout):
+                    await self._inbox.send(request)
+        except TimeoutError:
+            raise Busy(
+                "This conversation is busy; try again in a moment.",
+                conversation_id=self.conversation_id,
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ActorGone from None
+
+    async def _request(self, build: Any) -> object:
+        send, receive = anyio.create_memory_object_stream[Answer | Failed](1)
+        with receive:
+            try:
+                await self._put(build(send))
+            except BaseException:
+                send.close()
+                raise
+            try:
+                answer = await receive.receive()
+            except anyio.EndOfStream:
+                raise _crashed() from None
+        if isinstance(answer, Failed):
+            raise answer.error
+        return answer.value
+
+    async def open_turn(
+        self, text: str, config: ProviderConfig | None, trace_context: object = None
+    ) -> TurnStream:
+        """Queue a turn and return the stream of its reply.
+
+        Raises:
+            Busy: the inbox stayed full for the busy timeout.
+        """
+        send, receive = anyio.create_memory_object_stream[TurnEvent](_REPLY_BUFFER)
+        control = TurnControl()
+        try:
+            await self._put(
+                Turn(text=text, config=config, reply_to=send, control=control, trace_context=trace_context)
+            )
+        except BaseException:
+            send.close()
+            receive.close()
+            raise
+        return TurnStream(receive, control)
+
+    async def cancel(self) -> bool:
+        """Stop the running turn; True if one was running."""
+        return bool(await self._request(Cancel))
+
+    async def history(self) -> tuple[Message, ...]:
+        value = await self._request(Snapshot)
+        assert isinstance(value, tuple)
+        return value
+
+    async def reset(self) -> None:
+        await self._request(Reset)
+
+    async def reconfigure(self, config: ProviderConfig) -> None:
+        await self._request(lambda reply_to: Reconfigure(config, reply_to))
+
+    def close(self) -> None:
+        """Close the inbox: the actor finishes what is queued and exits."""
+        self._inbox.close()
+
+    def statistics(self) -> int:
+        """Requests waiting in the inbox."""
+        return self._inbox.statistics().current_buffer_used
+
+
+def _crashed() -> ActorCrashed:
+    return ActorCrashed(
+        "Something went wrong in this conversation; it was restarted, please retry."
+    )

@@ -1,0 +1,518 @@
+"""The supervisor: routes requests to conversation actors and keeps them alive.
+
+It owns the only task group. Actors are spawned on first use (loading their history
+from the store), evicted after they idle for ``Limits.idle_evict_after`` seconds or
+when ``Limits.max_actors`` is reached (least recently used first; nothing is lost,
+the history is in the store), and restarted one-for-one when they crash: the caller
+that was waiting gets :class:`~chatbot.ActorCrashed`, every other conversation goes
+on untouched.
+
+The routing table changes only in synchronous sections; a spawn in flight is a
+placeholder with an ``Event``, so two callers never spawn the same actor twice.
+
+Embed it in any anyio program, on asyncio or trio::
+
+    async with Supervisor() as sup:
+        await sup.connect("conv-1", ProviderConfig(provider="openai", api_key="…"))
+        reply = await sup.chat("conv-1", "hello")
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar, final
+
+import anyio
+import attrs
+import httpx
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._actor import ConversationActor, ProviderFactory, _fail_queued
+from ._config import Limits, ProviderConfig, UpstreamPolicy
+from ._errors import (
+    ActorCrashed,
+    LimitExceeded,
+    ShuttingDown,
+    UnknownConversation,
+)
+from ._handle import ActorGone, ConversationHandle, TurnStream
+from ._http_client import create_http_client
+from ._instrumentation import Instrumentation, NoInstrumentation
+from ._messages import Message, Reply
+from ._requests import Request
+from .providers import create_provider
+from .store import ConversationInfo, MemoryStore, Store
+
+__all__ = ["Supervisor", "SupervisorStatistics", "new_conversation_id"]
+
+logger = logging.getLogger("chatbot.supervisor")
+
+T = TypeVar("T")
+
+# A conversation that crashes this often in this window is not restarted again
+# until someone asks for it: a crash loop must not eat the CPU of everyone else.
+_MAX_RESTARTS = 5
+_RESTART_WINDOW = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorStatistics:
+    """A point-in-time view for ``/metrics`` and ``/readyz``."""
+
+    live_actors: int
+    inbox_depth: int
+    spawned: int
+    evicted: int
+    restarts: int
+    running: bool
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One routing-table entry: a ready handle, or a spawn in flight."""
+
+    conversation_id: str
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    handle: ConversationHandle | None = None
+
+
+class _TrackStarted:
+    """Remembers whether the actor reported ready, so a crash before it is not retried."""
+
+    def __init__(self, inner: TaskStatus[None]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self.inner.started(value)
+
+
+@final
+class Supervisor:
+    """Routes requests to one actor per conversation; see the module docstring.
+
+    Args:
+        store: where conversations live; an in-memory store by default.
+        default_config: the provider for conversations that were never connected.
+        policy: upstream timeouts and retries.
+        limits: inbox size, idle eviction, max live actors, message length...
+        http_client: a shared client; one is created (and closed) if omitted.
+        instrumentation: metrics and tracing hooks; none by default.
+        provider_factory: builds an adapter from a config (tests inject fakes here).
+        shutdown_grace: seconds in-flight turns get to finish when the supervisor exits.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        default_config: ProviderConfig | None = None,
+        policy: UpstreamPolicy | None = None,
+        limits: Limits | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        instrumentation: Instrumentation | None = None,
+        provider_factory: ProviderFactory = create_provider,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.default_config = default_config
+        self.policy = policy or UpstreamPolicy()
+        self.limits = limits or Limits()
+        self.instrumentation: Instrumentation = instrumentation or NoInstrumentation()
+        self._provider_factory = provider_factory
+        self._given_client = http_client
+        self._client: httpx.AsyncClient | None = http_client
+        self._shutdown_grace = shutdown_grace
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._tg: TaskGroup | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._running = False
+        self._spawned = 0
+        self._evicted = 0
+        self._restarts = 0
+
+    # -- lifetime ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        if self._exit_stack is not None:
+            raise RuntimeError("a Supervisor can be entered only once")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            if self._given_client is None:
+                self._client = create_http_client(self.policy)
+                stack.push_async_callback(self._client.aclose)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._exit_stack = stack
+        self._running = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Close every inbox, give in-flight turns the grace period, then cancel them."""
+        self._running = False
+        for slot in list(self._slots.values()):
+            if slot.handle is not None:
+                slot.handle.close()
+        assert self._tg is not None and self._exit_stack is not None
+        self._tg.cancel_scope.deadline = anyio.current_time() + self._shutdown_grace
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("enter the Supervisor with 'async with' first")
+        return self._client
+
+    def statistics(self) -> SupervisorStatistics:
+        depth = sum(s.handle.statistics() for s in self._slots.values() if s.handle is not None)
+        return SupervisorStatistics(
+            live_actors=len(self._slots),
+            inbox_depth=depth,
+            spawned=self._spawned,
+            evicted=self._evicted,
+            restarts=self._restarts,
+            running=self._running,
+        )
+
+    # -- routing ----------------------------------------------------------------
+
+    async def _route(self, conversation_id: str, owner: str | None = None) -> ConversationHandle:
+        while True:
+            slot = self._slots.get(conversation_id)
+            if slot is None:
+                if not self._running or self._tg is None:
+                    raise ShuttingDown("The server is shutting down; try again shortly.")
+                slot = _Slot(conversation_id)
+                self._slots[conversation_id] = slot
+                await self._spawn(slot, owner)
+            elif slot.handle is None:
+                await slot.ready.wait()
+                continue
+            self._slots.move_to_end(conversation_id)
+            assert slot.handle is not None
+            return slot.handle
+
+    async def _spawn(self, slot: _Slot, owner: str | None) -> None:
+        assert self._tg is not None
+        try:
+            if len(self._slots) > self.limits.max_actors:
+                self._evict_least_recent()
+            send, receive = anyio.create_memory_object_stream[Request](self.limits.inbox_size)
+            handle = ConversationHandle._create(slot.conversation_id, send, self.limits.busy_timeout)
+            try:
+                await self._tg.start(self._supervise, slot, receive, owner)
+            except BaseException:
+                send.close()
+                receive.close()
+                raise
+            slot.handle = handle
+            self._spawned += 1
+        except BaseException:
+            if self._slots.get(slot.conversation_id) is slot:
+                del self._slots[slot.conversation_id]
+            raise
+        finally:
+            slot.ready.set()
+
+    def _evict_least_recent(self) -> None:
+        """Close the least recently used actor's inbox; it exits once its work is done."""
+        for conversation_id, slot in self._slots.items():
+            if slot.handle is not None:
+                del self._slots[conversation_id]
+                slot.handle.close()
+                self._evicted += 1
+                return
+
+    def _evict_if_idle(self, slot: _Slot) -> bool:
+        """Called by an idle actor, synchronously: remove it from the table if still there."""
+        if self._slots.get(slot.conversation_id) is slot:
+            del self._slots[slot.conversation_id]
+            self._evicted += 1
+        if slot.handle is not None:
+            slot.handle.close()
+        return True
+
+    async def _supervise(
+        self,
+        slot: _Slot,
+        inbox: MemoryObjectReceiveStream[Request],
+        owner: str | None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one conversation's actor, restarting it (one-for-one) when it crashes."""
+        assert self._client is not None
+        actor = ConversationActor(
+            conversation_id=slot.conversation_id,
+            store=self.store,
+            provider_factory=self._provider_factory,
+            http_client=self._client,
+            policy=self.policy,
+            limits=self.limits,
+            instrumentation=self.instrumentation,
+            default_config=self.default_config,
+            on_idle=lambda: self._evict_if_idle(slot),
+            owner=owner,
+        )
+        ready = _TrackStarted(task_status)
+        crashes: deque[float] = deque(maxlen=_MAX_RESTARTS)
+        try:
+            while True:
+                try:
+                    await actor.run(inbox, task_status=ready if not ready.done else anyio.TASK_STATUS_IGNORED)
+                    return
+                except Exception:
+                    if not ready.done:
+                        raise  # the spawning caller gets it from tg.start()
+                    now = anyio.current_time()
+                    crashes.append(now)
+                    logger.exception(
+                        "conversation actor crashed; restarting it from the store",
+                        extra={"conversation_id": slot.conversation_id},
+                    )
+                    self._restarts += 1
+                    if len(crashes) == _MAX_RESTARTS and now - crashes[0] < _RESTART_WINDOW:
+                        logger.error(
+                            "conversation actor keeps crashing; leaving it stopped until next use",
+                            extra={"conversation_id": slot.conversation_id},
+                        )
+                        return
+        finally:
+            if self._slots.get(slot.conversation_id) is slot:
+                del self._slots[slot.conversation_id]
+            _fail_remaining(inbox)
+            inbox.close()
+
+    async def _with_actor(
+        self,
+        conversation_id: str,
+        operation: Callable[[ConversationHandle], Awaitable[T]],
+        owner: str | None = None,
+    ) -> T:
+        for _ in range(3):
+            handle = await self._route(conversation_id, owner)
+            try:
+                return await operation(handle)
+            except ActorGone:
+                continue  # evicted or stopped between routing and sending: spawn again
+        raise ActorCrashed(
+            "This conversation could not be reached; please retry.", conversation_id=conversation_id
+        )
+
+    # -- conversations ----------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        conversation_id: str | None = None,
+        *,
+        owner: str | None = None,
+        config: ProviderConfig | None = None,
+        title: str = "",
+        messages: tuple[Message, ...] = (),
+    ) -> ConversationInfo:
+        """Create a conversation in the store (its actor starts on first use).
+
+        Raises:
+            StoreConflict: the id is taken.
+            StoreError: the store failed.
+        """
+        config = config or self.default_config
+        info = ConversationInfo(
+            id=conversation_id or new_conversation_id(),
+            owner=owner,
+            title=title,
+            provider=config.provider if config else None,
+            model=config.model if config else None,
+            system_prompt=config.system_prompt if config else None,
+        )
+        await self.store.create_conversation(info)
+        if messages:
+            await self.store.replace_messages(info.id, messages)
+        return await self.conversation(info.id)
+
+    async def conversation(self, conversation_id: str) -> ConversationInfo:
+        """The conversation's metadata.
+
+        Raises:
+            UnknownConversation: no such conversation.
+        """
+        info = await self.store.get_conversation(conversation_id)
+        if info is None:
+            raise UnknownConversation(
+                "No such conversation.", conversation_id=conversation_id
+            )
+        return info
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int = 200
+    ) -> list[ConversationInfo]:
+        return await self.store.list_conversations(owner, limit=limit)
+
+    async def rename(self, conversation_id: str, title: str) -> ConversationInfo:
+        await self.conversation(conversation_id)
+        await self.store.update_conversation(conversation_id, title=title)
+        return await self.conversation(conversation_id)
+
+    async def delete(self, conversation_id: str) -> None:
+        """Stop the conversation's actor (cancelling a running turn) and delete it.
+
+        Raises:
+            UnknownConversation: no such conversation.
+        """
+        slot = self._slots.pop(conversation_id, None)
+        if slot is not None and slot.handle is not None:
+            try:
+                await slot.handle.cancel()
+            except (ActorGone, ActorCrashed):
+                pass
+            slot.handle.close()
+        if not await self.store.delete_conversation(conversation_id):
+            raise UnknownConversation("No such conversation.", conversation_id=conversation_id)
+
+    # -- turns ------------------------------------------------------------------
+
+    def _check_message(self, text: str) -> None:
+        if len(text) > self.limits.max_message_chars:
+            raise LimitExceeded(
+                f"The message is {len(text)} characters long; the limit is "
+                f"{self.limits.max_message_chars} (CHATBOT_MAX_MESSAGE_CHARS).",
+                limit="message_chars",
+            )
+
+    @asynccontextmanager
+    async def open_turn(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        config: ProviderConfig | None = None,
+        owner: str | None = None,
+    ) -> AsyncIterator[TurnStream]:
+        """Send a user message and stream the reply; leaving the block early stops the turn.
+
+        ``config`` overrides the conversation's provider for this and later turns.
+
+        Raises:
+            LimitExceeded: the message is too long.
+            Busy: the conversation's inbox stayed full.
+            NotConnected, ProviderError, StoreError, ActorCrashed: from the turn, while iterating.
+        """
+        self._check_message(text)
+        captured = self.instrumentation.capture_context()
+        turn = await self._with_actor(
+            conversation_id, lambda h: h.open_turn(text, config, captured), owner
+        )
+        try:
+            yield turn
+        finally:
+            turn.close()
+
+    async def chat(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        config: ProviderConfig | None = None,
+        owner: str | None = None,
+    ) -> Reply:
+        """Send a user message and wait for the whole reply (committed before it returns).
+
+        Raises:
+            LimitExceeded, Busy, NotConnected, ProviderError, StoreError, ActorCrashed.
+        """
+        async with self.open_turn(conversation_id, text, config=config, owner=owner) as turn:
+            return await turn.wait_reply()
+
+    async def stream(
+        self, conversation_id: str, text: str, *, config: ProviderConfig | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text deltas; breaking out early stops the turn.
+
+        Raises:
+            the same as :meth:`chat`.
+        """
+        async with self.open_turn(conversation_id, text, config=config) as turn:
+            async for delta in turn:
+                yield delta
+
+    async def cancel(self, conversation_id: str) -> bool:
+        """Stop the conversation's running turn, if any; True if one was stopped."""
+        slot = self._slots.get(conversation_id)
+        if slot is None or slot.handle is None:
+            return False
+        try:
+            return await slot.handle.cancel()
+        except ActorGone:
+            return False
+
+    async def history(self, conversation_id: str) -> tuple[Message, ...]:
+        """A copy of the committed history (refreshed if another instance changed it)."""
+        return await self._with_actor(conversation_id, lambda h: h.history())
+
+    async def reset(self, conversation_id: str) -> None:
+        """Forget the conversation's messages (after the running turn, if any)."""
+        await self._with_actor(conversation_id, lambda h: h.reset())
+
+    async def connect(
+        self, conversation_id: str, config: ProviderConfig, *, owner: str | None = None
+    ) -> None:
+        """Use ``config`` for this conversation's next turns, keeping its history.
+
+        Creates the conversation if it does not exist yet.
+        """
+        await self._with_actor(conversation_id, lambda h: h.reconfigure(config), owner)
+
+    async def list_models(self, config: ProviderConfig) -> list[str]:
+        """The models ``config``'s provider offers.
+
+        Raises:
+            ProviderError: the upstream failed.
+        """
+        provider = self._provider_factory(config, self.http_client)
+        return await provider.list_models()
+
+    async def ping(self) -> None:
+        """Raise unless the supervisor runs and its store answers (readiness).
+
+        Raises:
+            ShuttingDown, StoreError.
+        """
+        if not self._running:
+            raise ShuttingDown("The server is shutting down.")
+        await self.store.ping()
+
+
+def new_conversation_id() -> str:
+    """A random, unguessable conversation id (122 random bits)."""
+    return uuid.uuid4().hex
+
+
+def _fail_remaining(inbox: MemoryObjectReceiveStream[Request]) -> None:
+    """Answer requests still buffered in an inbox about to close, so no caller waits forever."""
+    error = ActorCrashed("This conversation stopped unexpectedly; please retry.")
+    while True:
+        try:
+            request: Any = inbox.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+        _fail_queued(request, error)
+
