@@ -98,3 +98,20 @@ def test_provider_config_validates() -> None:
         ProviderConfig(provider="claude")
     config = ProviderConfig(provider="ollama", base_url=None, model="")
     assert config.model == "llama3.2" and config.base_url == "http://localhost:11434"
+
+
+def test_env_example_documents_every_variable() -> None:
+    """Every variable the settings read appears in .env.example."""
+    import re
+
+    import chatbot._config as config_module
+
+    source = Path(config_module.__file__).read_text()
+    read = set(re.findall(r'\.(?:text|integer|number|listing)\(\s*"([A-Z_]+)"', source))
+    read |= {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "CHATBOT_ENV_FILE"}
+    assert {"PROVIDER", "MAX_TOKENS", "PORT", "CHATBOT_AUTH_TOKEN"} <= read
+    example = (Path(__file__).parents[1] / ".env.example").read_text().splitlines()
+    documented = {
+        match.group(1) for line in example if (match := re.match(r"#? ?([A-Z_]+)=", line))
+    }
+    assert read - documented == set()
