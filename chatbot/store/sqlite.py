@@ -1,0 +1,385 @@
+"""SQLiteStore: one database file, the default store of ``chatbot web`` and ``chatbot cli``.
+
+The standard library's :mod:`sqlite3` blocks, so every call runs on a worker thread
+through :func:`anyio.to_thread.run_sync`, never on the event loop. The store owns
+one connection and a ``CapacityLimiter(1)``: calls run one at a time, in order, and
+a call that has started always finishes (a cancelled caller gets its cancellation
+after the thread returns), so a transaction is never left half done. It works the
+same on asyncio and trio.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A commit has
+reached the WAL file (in the OS page cache) before the call returns, so every
+acknowledged turn survives the process being killed, ``kill -9`` included. Only
+a power loss or an OS crash can lose the last commits; that is out of scope, and
+``PRAGMA synchronous=FULL`` would be the knob if it ever is not.
+
+Other processes may open the same file (the CLI next to the web server): writes
+take SQLite's write lock with ``BEGIN IMMEDIATE`` and wait up to five seconds for
+it, and :meth:`SQLiteStore.append_turn`'s count check keeps their turns apart.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import TypeVar, final
+
+import anyio
+import anyio.to_thread
+
+from chatbot._errors import ConfigError, StoreError
+from chatbot._messages import Message
+
+from ._base import ConversationInfo, SessionRecord, StoreConflict, derive_title
+from ._migrations import migrate_sqlite
+from ._rows import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    conversation_from_row,
+    conversation_row,
+    message_from_row,
+    message_row,
+    session_from_row,
+    session_row,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_URL_PREFIX = "sqlite:///"
+_BUSY_TIMEOUT = 5.0
+
+_INSERT_CONVERSATION = (
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_SELECT_CONVERSATION = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+_LIST_BY_OWNER = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner = ? "
+    "ORDER BY updated_at DESC, created_at DESC LIMIT ?"
+)
+_LIST_UNOWNED = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner IS NULL "
+    "ORDER BY updated_at DESC, created_at DESC LIMIT ?"
+)
+_UPDATE_METADATA = (
+    "UPDATE conversations SET title = coalesce(?, title), provider = coalesce(?, provider), "
+    "model = coalesce(?, model), system_prompt = coalesce(?, system_prompt), updated_at = ? "
+    "WHERE id = ?"
+)
+_INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY seq"
+_UPSERT_SESSION = (
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET current_conversation = excluded.current_conversation, "
+    "connection = excluded.connection, created_at = excluded.created_at, "
+    "updated_at = excluded.updated_at"
+)
+
+
+def database_path(url: str) -> str:
+    """The file a ``sqlite:///…`` URL names (``:memory:`` for a private in-memory one).
+
+    ``sqlite:///data/chatbot.db`` is relative to the working directory and
+    ``sqlite:////var/lib/chatbot/chatbot.db`` is absolute.
+
+    Raises:
+        ConfigError: the URL is not of that form.
+    """
+    path = url[len(_URL_PREFIX) :] if url.startswith(_URL_PREFIX) else ""
+    if not path or "?" in path:
+        raise ConfigError(
+            "A SQLite DATABASE_URL looks like sqlite:///data/chatbot.db (relative) "
+            "or sqlite:////var/lib/chatbot/chatbot.db (absolute).",
+            variable="DATABASE_URL",
+        )
+    return path
+
+
+@contextmanager
+def _map_errors(action: str) -> Iterator[None]:
+    """The one place where sqlite3 and file-system errors become StoreError."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+            raise StoreConflict(
+                f"{action} conflicted with another write; reload and retry."
+            ) from exc
+        raise StoreError(f"{action} failed: {exc}.") from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{action} failed: {exc}.") from exc
+    except UnicodeEncodeError as exc:  # lone surrogates, e.g. from "\ud800" in JSON
+        raise StoreError(f"{action} failed: the text is not valid Unicode.") from exc
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the database's write lock from its start.
+
+    ``BEGIN IMMEDIATE`` (not a deferred ``BEGIN``) means the checks made inside
+    cannot go stale before the writes that depend on them.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open (creating if needed) the database, configure it and migrate it. Blocking."""
+    if path != ":memory:":
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        # Conversations are private: create the file readable by its owner only.
+        # SQLite gives the -wal and -shm files the same permissions.
+        os.close(os.open(file, os.O_RDWR | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate_sqlite(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA optimize")
+    finally:
+        conn.close()
+
+
+def _require_conversation(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, str]:
+    """The conversation's (message_count, title), inside a write transaction.
+
+    Raises:
+        StoreConflict: it does not exist (any more).
+    """
+    row = conn.execute(
+        "SELECT message_count, title FROM conversations WHERE id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None:
+        raise StoreConflict(f"Conversation {conversation_id!r} no longer exists.")
+    return int(row[0]), str(row[1])
+
+
+@final
+class SQLiteStore:
+    """A :class:`~chatbot.store.Store` in one SQLite file. Open it with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, limiter: anyio.CapacityLimiter) -> None:
+        """Use :meth:`open`; this only wraps an already migrated connection."""
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._limiter = limiter
+
+    @classmethod
+    async def open(cls, url: str) -> SQLiteStore:
+        """Open the database ``url`` names, creating the file and its folder on first use,
+        and apply pending migrations.
+
+        Raises:
+            ConfigError: ``url`` is not ``sqlite:///path``.
+            StoreError: the file cannot be created or opened, or a migration failed.
+        """
+        path = database_path(url)
+        limiter = anyio.CapacityLimiter(1)
+        with _map_errors(f"Opening the SQLite database {path}"):
+            conn = await anyio.to_thread.run_sync(_connect, path, limiter=limiter)
+        return cls(conn, path, limiter)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    async def _call(self, action: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` with the connection on the store's worker thread.
+
+        Raises:
+            StoreConflict: ``work`` raised it, or a uniqueness constraint failed.
+            StoreError: the store is closed or SQLite failed.
+        """
+        conn = self._conn
+        if conn is None:
+            raise StoreError("The SQLite store is closed.")
+        with _map_errors(action):
+            return await anyio.to_thread.run_sync(work, conn, limiter=self._limiter)
+
+    async def create_conversation(self, info: ConversationInfo) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if conn.execute(_INSERT_CONVERSATION, conversation_row(info)).rowcount == 0:
+                raise StoreConflict(f"Conversation {info.id!r} already exists.")
+
+        await self._call("Creating a conversation", work)
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        def work(conn: sqlite3.Connection) -> ConversationInfo | None:
+            row = conn.execute(_SELECT_CONVERSATION, (conversation_id,)).fetchone()
+            return None if row is None else conversation_from_row(row)
+
+        return await self._call("Reading a conversation", work)
+
+    async def list_conversations(
+        self, owner: str | None, *, limit: int = 200
+    ) -> list[ConversationInfo]:
+        def work(conn: sqlite3.Connection) -> list[ConversationInfo]:
+            if owner is None:
+                rows = conn.execute(_LIST_UNOWNED, (limit,)).fetchall()
+            else:
+                rows = conn.execute(_LIST_BY_OWNER, (owner, limit)).fetchall()
+            return [conversation_from_row(row) for row in rows]
+
+        return await self._call("Listing conversations", work)
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        system_prompt: str | None = None,
+    ) -> None:
+        params = (title, provider, model, system_prompt, time.time(), conversation_id)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPDATE_METADATA, params)
+
+        await self._call("Updating a conversation", work)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            # One statement is one transaction; ON DELETE CASCADE removes the messages.
+            cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return cursor.rowcount > 0
+
+        return await self._call("Deleting a conversation", work)
+
+    async def load_messages(self, conversation_id: str) -> tuple[Message, ...]:
+        def work(conn: sqlite3.Connection) -> tuple[Message, ...]:
+            rows = conn.execute(_SELECT_MESSAGES, (conversation_id,)).fetchall()
+            return tuple(message_from_row(row) for row in rows)
+
+        return await self._call("Loading messages", work)
+
+    async def message_count(self, conversation_id: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT message_count FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._call("Counting messages", work)
+
+    async def append_turn(
+        self,
+        conversation_id: str,
+        user: Message,
+        assistant: Message,
+        *,
+        expected_count: int,
+    ) -> int:
+        """Commit one turn atomically and return the new message count.
+
+        Raises:
+            StoreConflict: the conversation is gone or its count is not ``expected_count``.
+            StoreError: the write failed; nothing was written.
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                count, title = _require_conversation(conn, conversation_id)
+                if count != expected_count:
+                    raise StoreConflict(
+                        f"Conversation {conversation_id!r} changed elsewhere; reload and retry."
+                    )
+                conn.executemany(
+                    _INSERT_MESSAGE,
+                    (
+                        message_row(conversation_id, count, user),
+                        message_row(conversation_id, count + 1, assistant),
+                    ),
+                )
+                conn.execute(
+                    "UPDATE conversations SET message_count = ?, title = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (count + 2, title or derive_title(user.content), time.time(), conversation_id),
+                )
+            return count + 2
+
+        return await self._call("Saving the turn", work)
+
+    async def replace_messages(self, conversation_id: str, messages: tuple[Message, ...]) -> None:
+        """Replace the whole history in one transaction.
+
+        Raises:
+            StoreConflict: the conversation does not exist.
+            StoreError: the write failed; the old history is intact.
+        """
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                _require_conversation(conn, conversation_id)
+                conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+                conn.executemany(
+                    _INSERT_MESSAGE,
+                    (message_row(conversation_id, seq, m) for seq, m in enumerate(messages)),
+                )
+                conn.execute(
+                    "UPDATE conversations SET message_count = ?, updated_at = ? WHERE id = ?",
+                    (len(messages), time.time(), conversation_id),
+                )
+
+        await self._call("Replacing messages", work)
+
+    @asynccontextmanager
+    async def lock_conversation(self, conversation_id: str) -> AsyncIterator[None]:
+        """No lock: one process serializes its turns itself, and ``append_turn``'s
+        count check refuses a turn another process committed first."""
+        yield
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        def work(conn: sqlite3.Connection) -> SessionRecord | None:
+            row = conn.execute(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            return None if row is None else session_from_row(row)
+
+        return await self._call("Reading a session", work)
+
+    async def save_session(self, record: SessionRecord) -> None:
+        row = session_row(record, updated_at=time.time())
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_SESSION, row)
+
+        await self._call("Saving a session", work)
+
+    async def ping(self) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1").fetchone()
+
+        await self._call("Checking the SQLite store", work)
+
+    async def aclose(self) -> None:
+        """Close the connection after the calls already queued. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with anyio.CancelScope(shield=True), _map_errors("Closing the SQLite store"):
+            await anyio.to_thread.run_sync(_close, conn, limiter=self._limiter)
