@@ -22,6 +22,7 @@ from ._errors import ChatbotError as ChatbotError
 from ._errors import ConfigError as ConfigError
 from ._errors import ConversationError as ConversationError
 from ._errors import LimitExceeded as LimitExceeded
+from ._errors import MissingApiKey as MissingApiKey
 from ._errors import NotConnected as NotConnected
 from ._errors import ProviderError as ProviderError
 from ._errors import RateLimited as RateLimited
@@ -55,6 +56,7 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "Message",
+    "MissingApiKey",
     "NotConnected",
     "ProviderConfig",
     "ProviderError",

@@ -56,8 +56,8 @@ from ._requests import (
     TurnEvent,
     TurnFailed,
 )
-from .providers import ChatRequest, Provider, StreamEnd, TextDelta, resilient_stream
-from .store import ConversationInfo, Store
+from .providers import ChatRequest, Provider, StreamEnd, resilient_stream
+from .store import ConversationInfo, Store, StoreConflict
 
 __all__ = ["ConversationActor"]
 
@@ -70,11 +70,29 @@ _CALLER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 @attrs.define
+class _Streamed:
+    """What one turn's upstream call produced so far."""
+
+    parts: list[str] = attrs.field(factory=list)
+    end: StreamEnd | None = None
+    error: ChatbotError | None = None
+    stopped: bool = False
+
+    def assistant(self, *, stopped: bool) -> Message:
+        if stopped:
+            return Message.assistant("".join(self.parts), stopped=True)
+        if self.end is None:
+            raise RuntimeError("the provider stream ended without a StreamEnd event")
+        return Message.assistant("".join(self.parts), usage=self.end.usage)
+
+
+@attrs.define
 class _Conversation:
     """The state one actor incarnation owns. Never leaves :meth:`ConversationActor.run`."""
 
     history: list[Message]
     config: ProviderConfig | None
+    exists: bool
     provider: Provider | None = None
     turn_scope: anyio.CancelScope | None = None
 
@@ -151,6 +169,10 @@ class ConversationActor:
                     stopped = state.turn_scope is not None
                     if state.turn_scope is not None:
                         state.turn_scope.cancel()
+                    for queued in queue:
+                        if isinstance(queued, Turn):
+                            queued.control.stop()
+                            stopped = True
                     await _answer(request.reply_to, Answer(stopped))
                 elif isinstance(request, Snapshot):
                     await self._snapshot(state, request, refresh=not worker_active)
@@ -166,19 +188,10 @@ class ConversationActor:
     async def _load(self) -> _Conversation:
         info = await self.store.get_conversation(self.conversation_id)
         if info is None:
-            default = self.default_config
-            info = ConversationInfo(
-                id=self.conversation_id,
-                owner=self.owner,
-                provider=default.provider if default else None,
-                model=default.model if default else None,
-                system_prompt=default.system_prompt if default else None,
-            )
-            await self.store.create_conversation(info)
-            history: list[Message] = []
-        else:
-            history = list(await self.store.load_messages(self.conversation_id))
-        return _Conversation(history=history, config=self._restored_config(info))
+            # Created in the store by the first turn or connect, not by merely looking.
+            return _Conversation(history=[], config=self.default_config, exists=False)
+        history = list(await self.store.load_messages(self.conversation_id))
+        return _Conversation(history=history, config=self._restored_config(info), exists=True)
 
     def _restored_config(self, info: ConversationInfo) -> ProviderConfig | None:
         """The default connection, with the model and prompt this conversation last used."""
@@ -192,6 +205,8 @@ class ConversationActor:
 
     async def _refresh(self, state: _Conversation) -> None:
         """Reload the history if another process changed the stored conversation."""
+        if not state.exists:
+            return
         if await self.store.message_count(self.conversation_id) != len(state.history):
             state.history = list(await self.store.load_messages(self.conversation_id))
 
@@ -205,14 +220,28 @@ class ConversationActor:
             await _answer(request.reply_to, Answer(tuple(state.history)))
 
     async def _adopt(self, state: _Conversation, config: ProviderConfig) -> Provider:
+        """Make ``config`` the conversation's provider, recording it in the store."""
+        if not state.exists:
+            info = ConversationInfo(
+                id=self.conversation_id,
+                owner=self.owner,
+                provider=config.provider,
+                model=config.model,
+                system_prompt=config.system_prompt,
+            )
+            try:
+                await self.store.create_conversation(info)
+            except StoreConflict:
+                pass  # another instance created it first; it is the same conversation
+            state.exists = True
+        elif config != state.config:
+            await self.store.update_conversation(
+                self.conversation_id,
+                provider=config.provider,
+                model=config.model,
+                system_prompt=config.system_prompt,
+            )
         if state.provider is None or config != state.config:
-            if config != state.config:
-                await self.store.update_conversation(
-                    self.conversation_id,
-                    provider=config.provider,
-                    model=config.model,
-                    system_prompt=config.system_prompt,
-                )
             state.config = config
             state.provider = self.provider_factory(config, self.http_client)
         return state.provider
@@ -223,7 +252,8 @@ class ConversationActor:
             return
         try:
             if isinstance(request, Reset):
-                await self.store.replace_messages(self.conversation_id, ())
+                if state.exists:
+                    await self.store.replace_messages(self.conversation_id, ())
                 state.history.clear()
             else:
                 await self._adopt(state, request.config)
@@ -265,15 +295,12 @@ class ConversationActor:
         recorder: TurnRecorder,
     ) -> None:
         user = Message.user(turn.text)
-        parts: list[str] = []
-        end: StreamEnd | None = None
-        error: ChatbotError | None = None
+        streamed = _Streamed()
         async with self.store.lock_conversation(self.conversation_id):
             try:
                 await self._refresh(state)
             except StoreError as exc:
-                recorder.finished(exc.code, None, exc)
-                await _send(turn.reply_to, TurnFailed(exc))
+                await self._fail(turn, recorder, exc)
                 return
             request = ChatRequest(
                 model=config.model,
@@ -284,83 +311,94 @@ class ConversationActor:
                 max_tokens=config.max_tokens,
             )
             try:
-                with anyio.CancelScope() as scope:
-                    state.turn_scope = turn.control.scope = scope
-                    if turn.control.abandoned:
-                        scope.cancel()
-                    try:
-                        with anyio.fail_after(self.policy.total_timeout), recorder.upstream_attempt():
-                            events = resilient_stream(
-                                provider, request, self.policy, on_retry=recorder.retried
-                            )
-                            async with aclosing(events):
-                                async for event in events:
-                                    if isinstance(event, TextDelta):
-                                        if not parts:
-                                            recorder.first_token()
-                                        parts.append(event.text)
-                                        try:
-                                            await turn.reply_to.send(TurnDelta(event.text))
-                                        except _CALLER_GONE:
-                                            scope.cancel()  # the caller left: stop, as Stop would
-                                    else:
-                                        end = event
-                    except ChatbotError as exc:
-                        error = exc
-                    except TimeoutError:
-                        error = UpstreamTimeout(
-                            f"The model did not finish its reply within {self.policy.total_timeout:g} s; "
-                            "try again or raise CHATBOT_TOTAL_TIMEOUT.",
-                            provider=provider.name,
-                            phase="total",
-                        )
+                await self._stream_reply(state, turn, provider, request, recorder, streamed)
             except anyio.get_cancelled_exc_class():
                 # The supervisor is shutting down: keep what streamed, tell the caller.
                 with anyio.CancelScope(shield=True):
-                    await self._commit(state, user, Message.assistant("".join(parts), stopped=True))
-                    _send_nowait(
-                        turn.reply_to,
-                        TurnFailed(
-                            ShuttingDown(
-                                "The server is shutting down; the partial reply was saved.",
-                                conversation_id=self.conversation_id,
-                            )
-                        ),
-                    )
+                    await self._commit(state, user, streamed.assistant(stopped=True))
+                _send_nowait(turn.reply_to, TurnFailed(_shutting_down(self.conversation_id)))
                 recorder.finished("stopped", None, None)
                 raise
-            finally:
-                state.turn_scope = turn.control.scope = None
-
-            if scope.cancelled_caught:
-                assistant = Message.assistant("".join(parts), stopped=True)
-                outcome = "stopped"
-            elif error is not None:
-                recorder.finished(error.code, None, error)
-                await _send(turn.reply_to, TurnFailed(error))
+            if not streamed.stopped and streamed.error is not None:
+                await self._fail(turn, recorder, streamed.error)
                 return
-            else:
-                assert end is not None, "resilient_stream ends with StreamEnd or raises"
-                assistant = Message.assistant("".join(parts), usage=end.usage)
-                outcome = "ok"
-
+            assistant = streamed.assistant(stopped=streamed.stopped)
             with anyio.CancelScope(shield=True):
                 try:
                     await self._commit(state, user, assistant)
                 except StoreError as exc:
-                    recorder.finished(exc.code, None, exc)
-                    await _send(turn.reply_to, TurnFailed(exc))
+                    await self._fail(turn, recorder, exc)
                     return
-        recorder.finished(outcome, assistant.usage, None)
+        recorder.finished("stopped" if assistant.stopped else "ok", assistant.usage, None)
+        end = streamed.end
         reply = Reply(
             text=assistant.content,
             usage=assistant.usage or Usage(),
-            model=(end.model if end and end.model else config.model),
+            model=end.model if end and end.model else config.model,
             stop_reason=end.stop_reason if end else None,
             stopped=assistant.stopped,
             conversation_id=self.conversation_id,
         )
         await _send(turn.reply_to, TurnDone(reply))
+
+    async def _stream_reply(
+        self,
+        state: _Conversation,
+        turn: Turn,
+        provider: Provider,
+        request: ChatRequest,
+        recorder: TurnRecorder,
+        out: _Streamed,
+    ) -> None:
+        """Relay the upstream's deltas to the caller, inside a scope that Stop cancels."""
+        with anyio.CancelScope() as scope:
+            state.turn_scope = turn.control.scope = scope
+            try:
+                if turn.control.abandoned or turn.control.stop_requested:
+                    scope.cancel()  # stopped while queued: do not call the upstream at all
+                else:
+                    await self._relay(turn, provider, request, recorder, out, scope)
+            except ChatbotError as exc:
+                out.error = exc
+            except TimeoutError:
+                out.error = UpstreamTimeout(
+                    f"The model did not finish its reply within {self.policy.total_timeout:g} s; "
+                    "try again or raise CHATBOT_TOTAL_TIMEOUT.",
+                    provider=provider.name,
+                    phase="total",
+                )
+            finally:
+                state.turn_scope = turn.control.scope = None
+        # A reply that arrived whole before Stop landed is kept whole.
+        out.stopped = scope.cancel_called and (out.end is None or out.error is not None)
+
+    async def _relay(
+        self,
+        turn: Turn,
+        provider: Provider,
+        request: ChatRequest,
+        recorder: TurnRecorder,
+        out: _Streamed,
+        scope: anyio.CancelScope,
+    ) -> None:
+        with anyio.fail_after(self.policy.total_timeout), recorder.upstream_attempt():
+            events = resilient_stream(provider, request, self.policy, on_retry=recorder.retried)
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, StreamEnd):
+                        out.end = event
+                        continue
+                    if not out.parts:
+                        recorder.first_token()
+                    out.parts.append(event.text)
+                    try:
+                        await turn.reply_to.send(TurnDelta(event.text))
+                    except _CALLER_GONE:
+                        scope.cancel()  # the caller left: stop, as Stop would
+
+    async def _fail(self, turn: Turn, recorder: TurnRecorder, error: ChatbotError) -> None:
+        recorder.finished(error.code, None, error)
+        await _send(turn.reply_to, TurnFailed(error))
 
     async def _commit(self, state: _Conversation, user: Message, assistant: Message) -> None:
         """Write the turn, then (and only then) let it into the history."""
@@ -394,6 +432,13 @@ def _send_nowait(reply_to: MemoryObjectSendStream[TurnEvent], event: TurnEvent) 
         reply_to.send_nowait(event)
     except (*_CALLER_GONE, anyio.WouldBlock):
         pass
+
+
+def _shutting_down(conversation_id: str) -> ShuttingDown:
+    return ShuttingDown(
+        "The server is shutting down; the partial reply was saved.",
+        conversation_id=conversation_id,
+    )
 
 
 def _crashed(conversation_id: str) -> ActorCrashed:

@@ -5,9 +5,9 @@ environment and a ``.env`` file (the process environment wins). Bad values becom
 :class:`~chatbot.ConfigError` whose message names the variable and the fix, so the
 command line can print one line and exit 2.
 
-A misconfigured *provider* is not fatal for the web server (users can connect from
-the UI), so :class:`Settings` keeps it apart: ``provider`` is ``None`` and
-``provider_error`` holds the reason.
+A missing API key is not fatal for the web server (users can connect from the UI),
+so :class:`Settings` keeps it apart: ``provider`` is ``None`` and ``provider_error``
+holds the reason. Every other bad value is raised.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TypeVar
 import attrs
 from dotenv import dotenv_values
 
-from ._errors import ConfigError
+from ._errors import ConfigError, MissingApiKey
 from .providers._registry import ProviderSpec, lookup_provider
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "Settings",
     "UpstreamPolicy",
     "normalize_base_url",
+    "provider_from_env",
+    "read_environment",
 ]
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, concise assistant."
@@ -102,7 +104,7 @@ class ProviderConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.spec.needs_key and not self.api_key:
-            raise ConfigError(
+            raise MissingApiKey(
                 f"{self.spec.label} needs an API key: set {self.spec.key_env} (or API_KEY).",
                 variable=self.spec.key_env,
             )
@@ -155,7 +157,14 @@ class Limits:
     rate_limit_burst: int = 10
 
 
-def _read_env(environ: Mapping[str, str] | None, env_file: str | os.PathLike[str] | None) -> dict[str, str]:
+def read_environment(
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """The environment merged over the ``.env`` file (the environment wins).
+
+    Raises:
+        ConfigError: ``CHATBOT_ENV_FILE`` names a file that does not exist.
+    """
     base = dict(os.environ if environ is None else environ)
     path = Path(env_file) if env_file else Path(base.get("CHATBOT_ENV_FILE") or ".env")
     from_file: dict[str, str] = {}
@@ -223,7 +232,7 @@ def provider_from_env(env: Mapping[str, str]) -> ProviderConfig:
     spec = lookup_provider(read.text("PROVIDER", "claude"), variable="PROVIDER")
     api_key = read.text(spec.key_env) or read.text("API_KEY") if spec.key_env else read.text("API_KEY")
     if spec.needs_key and not api_key:
-        raise ConfigError(
+        raise MissingApiKey(
             f"PROVIDER={spec.name} needs an API key: set {spec.key_env} (or API_KEY) in the environment or .env.",
             variable=spec.key_env,
         )
@@ -281,16 +290,17 @@ class Settings:
         The file is ``env_file``, else ``$CHATBOT_ENV_FILE``, else ``./.env`` if present.
 
         Raises:
-            ConfigError: a non-provider variable has a bad value. Provider problems are
-                kept in ``provider_error`` instead, because the web UI can still connect.
+            ConfigError: a variable has a bad value. Only a missing API key is not
+                raised: it is kept in ``provider_error``, because the web UI can
+                still connect to a provider.
         """
-        env = _read_env(environ, env_file)
+        env = read_environment(environ, env_file)
         read = _Reader(env)
         provider: ProviderConfig | None = None
         provider_error: ConfigError | None = None
         try:
             provider = provider_from_env(env)
-        except ConfigError as exc:
+        except MissingApiKey as exc:
             provider_error = exc
         log_format = read.text("LOG_FORMAT", "text").lower()
         if log_format not in ("text", "json"):

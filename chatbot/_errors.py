@@ -6,7 +6,8 @@ operator or a program needs (``code``, ``provider``, ``status``)::
 
     ChatbotError
     ├── ConfigError                  bad setting, unknown provider, missing key
-    │   └── UnknownProvider
+    │   ├── UnknownProvider
+    │   └── MissingApiKey
     ├── ProviderError                the upstream model API failed
     │   ├── AuthenticationFailed     401 / 403
     │   ├── RateLimited              429 (carries retry_after)
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ConversationError",
     "LimitExceeded",
+    "MissingApiKey",
     "NotConnected",
     "ProviderError",
     "RateLimited",
@@ -86,11 +88,23 @@ class UnknownProvider(ConfigError):
     code = "unknown_provider"
 
     def __init__(self, name: str, known: tuple[str, ...], *, variable: str | None = None) -> None:
+        subject = f"{variable}={name}" if variable else f"Provider {name!r}"
         super().__init__(
-            f"Unknown provider {name!r}: choose one of {', '.join(known)}.", variable=variable
+            f"{subject} is not a known provider: choose one of {', '.join(known)}.",
+            variable=variable,
         )
         self.name = name
         self.known = known
+
+
+class MissingApiKey(ConfigError):
+    """The chosen provider needs an API key and none was given.
+
+    The web server still starts without one (users can connect from the UI); every
+    other configuration error stops it.
+    """
+
+    code = "missing_api_key"
 
 
 class ProviderError(ChatbotError):

@@ -68,7 +68,7 @@ class Reply:
     """The outcome of one completed (or stopped) turn."""
 
     text: str
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
     model: str = ""
     stop_reason: str | None = None
     stopped: bool = False

@@ -75,9 +75,17 @@ class TurnControl:
 
     scope: anyio.CancelScope | None = None
     abandoned: bool = False
+    stop_requested: bool = False
 
     def abandon(self) -> None:
+        """The caller left: stop the turn, or skip it if it has not started."""
         self.abandoned = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def stop(self) -> None:
+        """Stop was pressed while the turn waited in the queue: it ends as soon as it starts."""
+        self.stop_requested = True
         if self.scope is not None:
             self.scope.cancel()
 

@@ -170,7 +170,14 @@ class Supervisor:
                 slot.handle.close()
         assert self._tg is not None and self._exit_stack is not None
         self._tg.cancel_scope.deadline = anyio.current_time() + self._shutdown_grace
-        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._exit_stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The block's own exception comes back wrapped by the task group; give the
+            # embedding program the exception it raised, not an implementation detail.
+            if exc is not None and _only_contains(group, exc):
+                raise exc.with_traceback(tb) from exc.__cause__
+            raise
 
     @property
     def running(self) -> bool:
@@ -499,6 +506,13 @@ class Supervisor:
         if not self._running:
             raise ShuttingDown("The server is shutting down.")
         await self.store.ping()
+
+
+def _only_contains(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    return all(
+        leaf is exc if not isinstance(leaf, BaseExceptionGroup) else _only_contains(leaf, exc)
+        for leaf in group.exceptions
+    )
 
 
 def new_conversation_id() -> str:

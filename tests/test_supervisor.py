@@ -280,3 +280,35 @@ async def test_a_thousand_concurrent_conversations_keep_to_themselves() -> None:
             assert len(history) == 2 * turns
             assert all(f"canary-{i}-" in m.content for m in history)
     assert len(provider.requests) == conversations * turns
+
+
+async def test_cancel_also_stops_turns_waiting_in_the_queue() -> None:
+    provider = ScriptedProvider()
+    provider.enqueue("first ", Hang())
+    async with supervisor(provider) as sup:
+        async with sup.open_turn("c1", "one") as running:
+            assert await running.__anext__() == "first "
+            async with sup.open_turn("c1", "two") as queued:
+                assert await sup.cancel("c1") is True
+                first, second = await running.wait_reply(), await queued.wait_reply()
+        history = await sup.history("c1")
+    assert (first.stopped, first.text) == (True, "first ")
+    assert (second.stopped, second.text) == (True, "")
+    assert [(m.content, m.stopped) for m in history] == [
+        ("one", False), ("first ", True), ("two", False), ("", True),
+    ]
+    assert provider.started == 1  # the queued turn never reached the upstream
+
+
+async def test_looking_at_an_unknown_conversation_creates_nothing() -> None:
+    store = MemoryStore()
+    async with supervisor(ScriptedProvider(), store=store) as sup:
+        assert await sup.history("nobody") == ()
+        assert await sup.list_conversations(None) == []
+
+
+async def test_errors_leave_the_supervisor_block_unwrapped() -> None:
+    with pytest.raises(ValueError, match="mine"):
+        async with supervisor(ScriptedProvider()) as sup:
+            await sup.chat("c1", "hello")
+            raise ValueError("mine")

@@ -40,7 +40,7 @@ class TextDelta:
 class StreamEnd:
     """The upstream finished the reply: usage and why it stopped."""
 
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
     stop_reason: str | None = None
     model: str = ""
 
