@@ -310,6 +310,7 @@ class ConversationActor:
                 ),
                 max_tokens=config.max_tokens,
             )
+            recorder.request(request)
             try:
                 await self._stream_reply(state, turn, provider, request, recorder, streamed)
             except anyio.get_cancelled_exc_class():
@@ -323,6 +324,8 @@ class ConversationActor:
                 await self._fail(turn, recorder, streamed.error)
                 return
             assistant = streamed.assistant(stopped=streamed.stopped)
+            if streamed.end is not None and not assistant.stopped:
+                recorder.response(streamed.end, assistant.content)
             with anyio.CancelScope(shield=True):
                 try:
                     await self._commit(state, user, assistant)

@@ -9,10 +9,13 @@ free of telemetry imports and lets embedders plug in their own.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._config import ProviderConfig
 from ._messages import Usage
+
+if TYPE_CHECKING:
+    from .providers import ChatRequest, StreamEnd
 
 __all__ = ["Instrumentation", "NoInstrumentation", "TurnRecorder"]
 
@@ -20,8 +23,16 @@ __all__ = ["Instrumentation", "NoInstrumentation", "TurnRecorder"]
 class TurnRecorder(Protocol):
     """Receives the events of one turn, in order; ``finished`` is called exactly once."""
 
+    def request(self, request: ChatRequest) -> None:
+        """The request about to be sent upstream (for request attributes)."""
+        ...
+
     def upstream_attempt(self) -> AbstractContextManager[object]:
-        """Wraps each upstream HTTP attempt (a span, a latency timer)."""
+        """Wraps the upstream call, retries included (a span, a latency timer)."""
+        ...
+
+    def response(self, end: StreamEnd, text: str) -> None:
+        """The completed reply (for response attributes and opt-in content capture)."""
         ...
 
     def retried(self, attempt: int, error: Exception, delay: float) -> None: ...
@@ -48,8 +59,14 @@ class Instrumentation(Protocol):
 class _NoRecorder:
     __slots__ = ()
 
+    def request(self, request: ChatRequest) -> None:
+        return None
+
     def upstream_attempt(self) -> AbstractContextManager[object]:
         return nullcontext()
+
+    def response(self, end: StreamEnd, text: str) -> None:
+        return None
 
     def retried(self, attempt: int, error: Exception, delay: float) -> None:
         return None

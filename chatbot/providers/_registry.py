@@ -27,7 +27,10 @@ Factory = Callable[["ProviderConfig", "httpx.AsyncClient"], "Provider"]
 
 @attrs.frozen(kw_only=True)
 class ProviderSpec:
-    """What the rest of the program may know about a provider without naming it."""
+    """What the rest of the program may know about a provider without naming it.
+
+    ``gen_ai_system`` is the OpenTelemetry GenAI name of the API the provider speaks.
+    """
 
     name: str
     label: str
@@ -35,6 +38,7 @@ class ProviderSpec:
     default_base_url: str
     needs_key: bool
     key_env: str
+    gen_ai_system: str
     aliases: tuple[str, ...] = ()
     factory: Factory = attrs.field(repr=False, eq=False)
 
@@ -60,6 +64,7 @@ def _ollama(config: ProviderConfig, client: httpx.AsyncClient) -> Provider:
 _SPECS: tuple[ProviderSpec, ...] = (
     ProviderSpec(
         name="claude",
+        gen_ai_system="anthropic",
         label="Claude (Anthropic)",
         aliases=("anthropic",),
         default_model="claude-sonnet-4-20250514",
@@ -70,6 +75,7 @@ _SPECS: tuple[ProviderSpec, ...] = (
     ),
     ProviderSpec(
         name="openai",
+        gen_ai_system="openai",
         label="OpenAI",
         default_model="gpt-4o",
         default_base_url="https://api.openai.com",
@@ -79,6 +85,7 @@ _SPECS: tuple[ProviderSpec, ...] = (
     ),
     ProviderSpec(
         name="ollama",
+        gen_ai_system="ollama",
         label="Ollama (local)",
         default_model="llama3.2",
         default_base_url="http://localhost:11434",
@@ -88,6 +95,7 @@ _SPECS: tuple[ProviderSpec, ...] = (
     ),
     ProviderSpec(
         name="openrouter",
+        gen_ai_system="openrouter",
         label="OpenRouter",
         default_model="anthropic/claude-sonnet-4",
         default_base_url="https://openrouter.ai/api",

@@ -1,0 +1,1 @@
+"""Durability through real server processes: kill -9 crashes and several instances."""
