@@ -353,7 +353,13 @@ class Supervisor:
         )
         await self.store.create_conversation(info)
         if messages:
-            await self.store.replace_messages(info.id, messages)
+            try:
+                await self.store.replace_messages(info.id, messages)
+            except BaseException:
+                # An import is all or nothing: no empty conversation is left behind.
+                with anyio.CancelScope(shield=True):
+                    await self.store.delete_conversation(info.id)
+                raise
         return await self.conversation(info.id)
 
     async def conversation(self, conversation_id: str) -> ConversationInfo:
@@ -450,14 +456,19 @@ class Supervisor:
             return await turn.wait_reply()
 
     async def stream(
-        self, conversation_id: str, text: str, *, config: ProviderConfig | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        config: ProviderConfig | None = None,
+        owner: str | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply's text deltas; breaking out early stops the turn.
 
         Raises:
             the same as :meth:`chat`.
         """
-        async with self.open_turn(conversation_id, text, config=config) as turn:
+        async with self.open_turn(conversation_id, text, config=config, owner=owner) as turn:
             async for delta in turn:
                 yield delta
 

@@ -28,14 +28,14 @@ from chatbot import __version__
 from chatbot._config import Settings, read_environment
 from chatbot._errors import ChatbotError, ConfigError, UnknownConversation
 from chatbot._supervisor import new_conversation_id
-from chatbot.cli.session import Overrides, provider_config
-from chatbot.cli.transfer import (
+from chatbot._transfer import (
     ConversationExport,
     ExportFormatError,
     from_json,
     to_json,
     to_markdown,
 )
+from chatbot.cli.session import Overrides, provider_config
 from chatbot.store import open_store
 
 __all__ = ["main"]

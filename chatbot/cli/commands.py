@@ -16,9 +16,9 @@ import attrs
 
 from chatbot._errors import UnknownConversation
 from chatbot._messages import Role
+from chatbot._transfer import to_markdown
 from chatbot.cli.render import Renderer
 from chatbot.cli.session import ChatSession, same_provider
-from chatbot.cli.transfer import to_markdown
 from chatbot.providers._registry import provider_specs
 from chatbot.store import ConversationInfo
 

@@ -384,8 +384,10 @@ def map_http_errors(provider: str) -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         if _not_a_timeout(exc):
+            # The aiohttp transport reports every connection error as ConnectTimeout;
+            # its text is an internal repr, so the user gets a fixed sentence.
             raise UpstreamUnavailable(
-                f"The connection to {provider_label(provider)} failed: {_reason(exc)}.",
+                f"The connection to {provider_label(provider)} failed; please try again.",
                 provider=provider,
             ) from exc
         phase, what = _TIMEOUTS.get(type(exc), ("read", "stopped responding"))
@@ -407,8 +409,11 @@ def map_http_errors(provider: str) -> Iterator[None]:
             provider=provider,
         ) from exc
     except httpx.HTTPError as exc:
+        # The transport's text (chunk sizes, payload reprs) means nothing to a user;
+        # the cause stays chained for the logs.
         raise UpstreamUnavailable(
-            f"The connection to {provider_label(provider)} was lost: {_reason(exc)}.",
+            f"The connection to {provider_label(provider)} was lost before the reply was "
+            "complete; please try again.",
             provider=provider,
         ) from exc
     except httpx.InvalidURL as exc:

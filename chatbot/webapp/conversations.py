@@ -12,17 +12,16 @@ export is also the import format::
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
 from chatbot._messages import Message, Usage
-from chatbot.store import ConversationInfo, derive_title
+from chatbot._transfer import ConversationExport, ExportFormatError, from_json, to_json, to_markdown
+from chatbot.store import ConversationInfo
 
 from .api import (
     after_api_request,
@@ -131,32 +130,16 @@ async def create_conversation() -> Response:
 @responds(ConversationResponse, *WRITE_ERRORS)
 async def import_conversation() -> Response:
     """Create a conversation from a JSON export."""
-    document = await parse_body(ExportDocument)
+    await parse_body(ExportDocument)  # the documented shape; the export module reads it
+    try:
+        export = from_json(await request.get_data())
+    except ExportFormatError as exc:
+        raise ApiError(422, "validation_error", f"Not a conversation export: {exc}.") from None
     web = web_state()
     session = current_session()
-    now = time.time()
-    for index, item in enumerate(document.messages):
-        if item.role != ("user" if index % 2 == 0 else "assistant"):
-            raise ApiError(
-                422,
-                "validation_error",
-                "The messages must alternate between user and assistant, starting with user.",
-            )
-    messages = tuple(
-        Message(
-            role=item.role,
-            content=item.content,
-            usage=Usage(item.usage.input_tokens, item.usage.output_tokens) if item.usage else None,
-            stopped=item.stopped,
-            created_at=item.created_at if item.created_at is not None else now,
-        )
-        for item in document.messages
-    )
-    title = document.conversation.title.strip()
-    if not title and messages:
-        title = derive_title(messages[0].content)
+    info = export.info("", owner=session.id)
     info = await web.supervisor.create_conversation(
-        owner=session.id, config=session.connection, title=title, messages=messages
+        owner=session.id, config=session.connection, title=info.title, messages=export.messages
     )
     session.remember_owned(info.id)
     return json_response({"ok": True, "conversation": _conversation(info)})
@@ -216,21 +199,10 @@ async def export_conversation(conversation_id: str) -> Response:
     messages = await web.supervisor.history(conversation_id)
     name = _filename(info.title)
     if options.format == "json":
-        document = {
-            "version": 1,
-            "conversation": {
-                "title": info.title,
-                "provider": info.provider,
-                "model": info.model,
-                "system_prompt": info.system_prompt,
-                "created_at": info.created_at,
-            },
-            "messages": [_message(m) for m in messages],
-        }
-        content = json.dumps(document, indent=2)
+        content = to_json(ConversationExport.of(info, messages))
         content_type, extension = "application/json", "json"
     else:
-        content = _markdown(info, messages)
+        content = to_markdown(info, messages)
         content_type, extension = "text/markdown; charset=utf-8", "md"
     return Response(
         content,
@@ -242,16 +214,3 @@ async def export_conversation(conversation_id: str) -> Response:
 def _filename(title: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:60].rstrip("-")
     return slug or "conversation"
-
-
-def _markdown(info: ConversationInfo, messages: tuple[Message, ...]) -> str:
-    lines = [f"# {info.title or 'Conversation'}", ""]
-    source = " · ".join(part for part in (info.provider, info.model) if part)
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.created_at))
-    lines += [f"_{source + ' · ' if source else ''}{when}_", ""]
-    for message in messages:
-        lines += ["## You" if message.role.value == "user" else "## Assistant", ""]
-        lines += [message.content, ""]
-        if message.stopped:
-            lines += ["_(stopped)_", ""]
-    return "\n".join(lines)

@@ -69,15 +69,6 @@ class UnclearMessage(AssertionError):
 _INTERNALS: Final = re.compile(r"<\w+(Error|Exception)\b|\b\w+(Error|Exception)\(")
 
 
-#: A connection lost mid-reply is reported with the HTTP transport's own exception text
-#: (chatbot/providers/_http.py, map_http_errors: ``_reason(exc)`` of an aiohttp error).
-_TRANSPORT_TEXT: Final = pytest.mark.xfail(
-    raises=UnclearMessage,
-    strict=True,
-    reason="a reset mid-reply shows the transport's exception repr to the user",
-)
-
-
 @attrs.frozen(kw_only=True)
 class Fault:
     """One scripted upstream fault and what the API must make of it.
@@ -211,7 +202,6 @@ FAULTS: Final = (
         code="upstream_unavailable",
         stream=True,
         partial=PARTIAL,
-        marks=(_TRANSPORT_TEXT,),
     ),
     Fault(
         name="malformed-json",
@@ -394,7 +384,6 @@ CLI_FAULTS: Final = (
         script=(Reply(chunks=5, end_after=2, ending="reset"),),
         attempts=1,
         stdout="".join(split_text(f"You said: {CLI_PROMPT}", 5)[:2]),
-        marks=(_TRANSPORT_TEXT,),
     ),
 )
 

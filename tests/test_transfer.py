@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatbot import Message, Usage
-from chatbot.cli.transfer import (
+from chatbot._transfer import (
     ConversationExport,
     ExportFormatError,
     from_json,
