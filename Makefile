@@ -21,6 +21,7 @@ run: venv ## start the web UI on http://localhost:8080 (SQLite store in ./data)
 test: venv ## the whole suite: lint, Dockerfile lint, unit, integration, browser
 	$(BIN)/ruff check chatbot tests bench
 	$(BIN)/hadolint --no-color --failure-threshold warning Dockerfile
+	$(BIN)/mypy chatbot
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

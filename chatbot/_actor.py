@@ -205,7 +205,7 @@ class ConversationActor:
 
     async def _refresh(self, state: _Conversation) -> None:
         """Reload the history if another process changed the stored conversation."""
-        if not state.exists:
+        if not state.exists or not self.store.shared:
             return
         if await self.store.message_count(self.conversation_id) != len(state.history):
             state.history = list(await self.store.load_messages(self.conversation_id))

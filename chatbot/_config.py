@@ -20,7 +20,7 @@ from typing import TypeVar
 import attrs
 from dotenv import dotenv_values
 
-from ._errors import ConfigError, MissingApiKey
+from ._errors import ConfigError, LimitExceeded, MissingApiKey
 from .providers._registry import ProviderSpec, lookup_provider
 
 __all__ = [
@@ -93,11 +93,11 @@ class ProviderConfig:
 
     provider: str = attrs.field(converter=_canonical_provider)
     model: str = attrs.field(
-        default=None, converter=attrs.Converter(_model, takes_self=True)  # type: ignore[misc]
+        default=None, converter=attrs.Converter(_model, takes_self=True)  # type: ignore[call-overload, misc]
     )
     api_key: str | None = attrs.field(default=None, repr=False, converter=_api_key)
     base_url: str = attrs.field(
-        default=None, converter=attrs.Converter(_base_url, takes_self=True)  # type: ignore[misc]
+        default=None, converter=attrs.Converter(_base_url, takes_self=True)  # type: ignore[call-overload, misc]
     )
     max_tokens: int = DEFAULT_MAX_TOKENS
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -155,6 +155,19 @@ class Limits:
     idle_evict_after: float = 900.0
     rate_limit_per_minute: float = 0.0
     rate_limit_burst: int = 10
+
+    def check_message(self, text: str) -> None:
+        """Refuse a user message longer than ``max_message_chars``.
+
+        Raises:
+            LimitExceeded: naming the limit and its variable.
+        """
+        if len(text) > self.max_message_chars:
+            raise LimitExceeded(
+                f"The message is {len(text)} characters long; the limit is "
+                f"{self.max_message_chars} (CHATBOT_MAX_MESSAGE_CHARS).",
+                limit="message_chars",
+            )
 
 
 def read_environment(

@@ -111,6 +111,10 @@ class ConversationHandle:
 
     __slots__ = ("_busy_timeout", "_inbox", "conversation_id")
 
+    conversation_id: str
+    _inbox: MemoryObjectSendStream[Request]
+    _busy_timeout: float
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("ConversationHandle is created by the Supervisor only")
 
@@ -199,7 +203,8 @@ class ConversationHandle:
 
     def statistics(self) -> int:
         """Requests waiting in the inbox."""
-        return self._inbox.statistics().current_buffer_used
+        used: int = self._inbox.statistics().current_buffer_used
+        return used
 
 
 def _crashed() -> ActorCrashed:

@@ -37,7 +37,6 @@ from ._actor import ConversationActor, ProviderFactory, _fail_queued
 from ._config import Limits, ProviderConfig, UpstreamPolicy
 from ._errors import (
     ActorCrashed,
-    LimitExceeded,
     ShuttingDown,
     UnknownConversation,
 )
@@ -403,14 +402,6 @@ class Supervisor:
 
     # -- turns ------------------------------------------------------------------
 
-    def _check_message(self, text: str) -> None:
-        if len(text) > self.limits.max_message_chars:
-            raise LimitExceeded(
-                f"The message is {len(text)} characters long; the limit is "
-                f"{self.limits.max_message_chars} (CHATBOT_MAX_MESSAGE_CHARS).",
-                limit="message_chars",
-            )
-
     @asynccontextmanager
     async def open_turn(
         self,
@@ -429,7 +420,7 @@ class Supervisor:
             Busy: the conversation's inbox stayed full.
             NotConnected, ProviderError, StoreError, ActorCrashed: from the turn, while iterating.
         """
-        self._check_message(text)
+        self.limits.check_message(text)
         captured = self.instrumentation.capture_context()
         turn = await self._with_actor(
             conversation_id, lambda h: h.open_turn(text, config, captured), owner

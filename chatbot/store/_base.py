@@ -73,7 +73,13 @@ class SessionRecord:
 
 
 class Store(Protocol):
-    """Persistence for conversations and sessions. Every method may raise StoreError."""
+    """Persistence for conversations and sessions. Every method may raise StoreError.
+
+    ``shared`` says whether other processes may write the same conversations
+    (PostgreSQL): only then must an actor check for changes before each turn.
+    """
+
+    shared: bool
 
     async def create_conversation(self, info: ConversationInfo) -> None:
         """Insert a new conversation. Raises StoreConflict if the id exists."""

@@ -28,6 +28,8 @@ class MemoryStore:
     event loop, each call is atomic.
     """
 
+    shared = False  # one process: every write goes through this instance's actors
+
     def __init__(self) -> None:
         self._conversations: dict[str, ConversationInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -68,18 +70,13 @@ class MemoryStore:
         info = self._conversations.get(conversation_id)
         if info is None:
             return
-        changes = {
-            key: value
-            for key, value in (
-                ("title", title),
-                ("provider", provider),
-                ("model", model),
-                ("system_prompt", system_prompt),
-            )
-            if value is not None
-        }
         self._conversations[conversation_id] = attrs.evolve(
-            info, updated_at=time.time(), **changes
+            info,
+            title=info.title if title is None else title,
+            provider=info.provider if provider is None else provider,
+            model=info.model if model is None else model,
+            system_prompt=info.system_prompt if system_prompt is None else system_prompt,
+            updated_at=time.time(),
         )
 
     async def delete_conversation(self, conversation_id: str) -> bool:

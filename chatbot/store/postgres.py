@@ -139,6 +139,8 @@ def _require_asyncio() -> None:
 class PostgresStore:
     """A :class:`~chatbot.store.Store` in PostgreSQL. Open it with :meth:`open`."""
 
+    shared = True  # several instances may write the same conversations
+
     def __init__(
         self,
         pool: AsyncConnectionPool[Connection],

@@ -183,6 +183,8 @@ def _require_conversation(conn: sqlite3.Connection, conversation_id: str) -> tup
 class SQLiteStore:
     """A :class:`~chatbot.store.Store` in one SQLite file. Open it with :meth:`open`."""
 
+    shared = False  # one process: every write goes through this instance's actors
+
     def __init__(self, conn: sqlite3.Connection, path: str, limiter: anyio.CapacityLimiter) -> None:
         """Use :meth:`open`; this only wraps an already migrated connection."""
         self._conn: sqlite3.Connection | None = conn

@@ -17,7 +17,7 @@ import attrs
 from quart import Blueprint, Response, current_app, g, request
 
 from chatbot._config import DEFAULT_SYSTEM_PROMPT, ProviderConfig, Settings
-from chatbot._errors import LimitExceeded, NotConnected, UnknownConversation
+from chatbot._errors import NotConnected, UnknownConversation
 from chatbot._supervisor import Supervisor
 from chatbot.providers._registry import provider_specs
 from chatbot.store import ConversationInfo
@@ -243,13 +243,7 @@ async def _prepare_turn(
         if session.bucket is None:
             session.bucket = TokenBucket(limits.rate_limit_per_minute, limits.rate_limit_burst)
         session.bucket.take()
-    maximum = web.supervisor.limits.max_message_chars
-    if len(data.message) > maximum:
-        raise LimitExceeded(
-            f"The message is {len(data.message)} characters long; the limit is {maximum} "
-            "(CHATBOT_MAX_MESSAGE_CHARS).",
-            limit="message_chars",
-        )
+    web.supervisor.limits.check_message(data.message)
     if web.connection(session) is None:
         raise _not_connected()
     conversation_id = data.conversation_id or session.current_conversation
