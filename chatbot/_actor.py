@@ -118,7 +118,6 @@ class ConversationActor:
     limits: Limits
     instrumentation: Instrumentation
     default_config: ProviderConfig | None
-    on_idle: Callable[[], bool]
     owner: str | None = None
 
     async def run(
@@ -127,7 +126,7 @@ class ConversationActor:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Load the history, report ready, then serve until the inbox closes or idles out.
+        """Load the history, report ready, then serve until the inbox closes.
 
         Raises:
             StoreError: the history could not be loaded (before ``task_status.started``).
@@ -156,15 +155,10 @@ class ConversationActor:
         async with anyio.create_task_group() as tg:
             task_status.started()
             while True:
-                with anyio.move_on_after(self.limits.idle_evict_after) as idle:
-                    try:
-                        request = await inbox.receive()
-                    except anyio.EndOfStream:
-                        break
-                if idle.cancelled_caught:
-                    if not worker_active and self.on_idle():
-                        break
-                    continue
+                try:
+                    request = await inbox.receive()
+                except anyio.EndOfStream:
+                    break  # closed by the supervisor (idle, evicted, shutting down)
                 if isinstance(request, Cancel):
                     stopped = state.turn_scope is not None
                     if state.turn_scope is not None:

@@ -72,13 +72,15 @@ class SupervisorStatistics:
     running: bool
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class _Slot:
-    """One routing-table entry: a ready handle, or a spawn in flight."""
+    """One routing-table entry: a ready handle, or a spawn in flight (``ready`` is set)."""
 
     conversation_id: str
-    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    ready: anyio.Event | None = attrs.field(factory=anyio.Event)
     handle: ConversationHandle | None = None
+    last_used: float = 0.0
+    turns_open: int = 0
 
 
 class _TrackStarted:
@@ -136,6 +138,7 @@ class Supervisor:
         self._spawned = 0
         self._evicted = 0
         self._restarts = 0
+        self._janitor: anyio.CancelScope | None = None
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -149,6 +152,8 @@ class Supervisor:
                 self._client = create_http_client(self.policy)
                 stack.push_async_callback(self._client.aclose)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._janitor = anyio.CancelScope()
+            self._tg.start_soon(self._evict_idle_actors, self._janitor)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -164,10 +169,11 @@ class Supervisor:
     ) -> bool | None:
         """Close every inbox, give in-flight turns the grace period, then cancel them."""
         self._running = False
+        assert self._tg is not None and self._exit_stack is not None and self._janitor is not None
+        self._janitor.cancel()
         for slot in list(self._slots.values()):
             if slot.handle is not None:
                 slot.handle.close()
-        assert self._tg is not None and self._exit_stack is not None
         self._tg.cancel_scope.deadline = anyio.current_time() + self._shutdown_grace
         try:
             return await self._exit_stack.__aexit__(exc_type, exc, tb)
@@ -211,9 +217,11 @@ class Supervisor:
                 self._slots[conversation_id] = slot
                 await self._spawn(slot, owner)
             elif slot.handle is None:
+                assert slot.ready is not None
                 await slot.ready.wait()
                 continue
             self._slots.move_to_end(conversation_id)
+            slot.last_used = anyio.current_time()
             assert slot.handle is not None
             return slot.handle
 
@@ -237,7 +245,10 @@ class Supervisor:
                 del self._slots[slot.conversation_id]
             raise
         finally:
-            slot.ready.set()
+            # Release the event: an idle actor should cost as little memory as possible.
+            ready, slot.ready = slot.ready, None
+            assert ready is not None
+            ready.set()
 
     def _evict_least_recent(self) -> None:
         """Close the least recently used actor's inbox; it exits once its work is done."""
@@ -248,14 +259,26 @@ class Supervisor:
                 self._evicted += 1
                 return
 
-    def _evict_if_idle(self, slot: _Slot) -> bool:
-        """Called by an idle actor, synchronously: remove it from the table if still there."""
-        if self._slots.get(slot.conversation_id) is slot:
-            del self._slots[slot.conversation_id]
-            self._evicted += 1
-        if slot.handle is not None:
-            slot.handle.close()
-        return True
+    async def _evict_idle_actors(self, scope: anyio.CancelScope) -> None:
+        """Close the inboxes of actors unused for ``Limits.idle_evict_after`` seconds.
+
+        The table is ordered by last use, so the scan stops at the first recent actor.
+        An evicted actor finishes what is queued and exits; its history is in the store.
+        Actors with a turn in progress are left alone.
+        """
+        idle_after = self.limits.idle_evict_after
+        with scope:
+            while True:
+                await anyio.sleep(min(max(idle_after / 4, 0.01), 5.0))
+                cutoff = anyio.current_time() - idle_after
+                for conversation_id, slot in list(self._slots.items()):
+                    if slot.last_used > cutoff:
+                        break
+                    if slot.handle is None or slot.turns_open:
+                        continue
+                    del self._slots[conversation_id]
+                    slot.handle.close()
+                    self._evicted += 1
 
     async def _supervise(
         self,
@@ -276,7 +299,6 @@ class Supervisor:
             limits=self.limits,
             instrumentation=self.instrumentation,
             default_config=self.default_config,
-            on_idle=lambda: self._evict_if_idle(slot),
             owner=owner,
         )
         ready = _TrackStarted(task_status)
@@ -425,10 +447,15 @@ class Supervisor:
         turn = await self._with_actor(
             conversation_id, lambda h: h.open_turn(text, config, captured), owner
         )
+        slot = self._slots.get(conversation_id)
+        if slot is not None:
+            slot.turns_open += 1  # not idle while someone waits for a reply
         try:
             yield turn
         finally:
             turn.close()
+            if slot is not None:
+                slot.turns_open -= 1
 
     async def chat(
         self,
