@@ -6,7 +6,10 @@ import importlib.util
 import os
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+
+from chatbot.store.postgres import describe
 
 pytest_plugins = ["tests.fakes.fixtures"] if importlib.util.find_spec("tests.fakes.fixtures") else []
 
@@ -33,3 +36,24 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     workdir = tmp_path_factory.mktemp("cwd")
     monkeypatch.chdir(workdir)
     yield
+
+
+DEFAULT_POSTGRES_URL = "postgresql://chatbot:chatbot@127.0.0.1:5432/chatbot_test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server's URL, once it answers; skips (or fails under CI) otherwise."""
+    url = os.environ.get("CHATBOT_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = (
+            f"PostgreSQL is not reachable at {describe(url)} ({str(exc).strip().splitlines()[0]}); "
+            "set CHATBOT_TEST_POSTGRES_URL or start it as .ci/run does"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}. CI must run the PostgreSQL tests.", pytrace=False)
+        pytest.skip(reason)
+    return url

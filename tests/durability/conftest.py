@@ -39,10 +39,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from chatbot.store.postgres import describe
 from tests.fakes.upstream import DEFAULT_API_KEY, FakeUpstream
 
-DEFAULT_POSTGRES_URL = "postgresql://chatbot:chatbot@127.0.0.1:5432/chatbot_test"
 COOKIE_NAME = "chatbot_session"
 STARTUP_TIMEOUT = 40.0  # seconds: a cold start imports the whole web stack on a busy machine
 HTTP_TIMEOUT = 20.0
@@ -306,24 +304,6 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 # -- fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The test server's URL, once it answers; skips (or fails under CI) otherwise."""
-    url = os.environ.get("CHATBOT_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-    try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        reason = (
-            f"PostgreSQL is not reachable at {describe(url)} ({str(exc).strip().splitlines()[0]}); "
-            "set CHATBOT_TEST_POSTGRES_URL or start it as .ci/run does"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}. CI must run the PostgreSQL tests.", pytrace=False)
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture

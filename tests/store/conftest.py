@@ -13,7 +13,6 @@ silently skipped them would prove nothing.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +22,8 @@ import pytest
 from psycopg import sql
 
 from chatbot.store import MemoryStore, Store
-from chatbot.store.postgres import PostgresStore, describe
+from chatbot.store.postgres import PostgresStore
 from chatbot.store.sqlite import SQLiteStore
-
-DEFAULT_POSTGRES_URL = "postgresql://chatbot:chatbot@127.0.0.1:5432/chatbot_test"
 
 STORE_CASES = [
     pytest.param("memory", "asyncio", id="memory-asyncio"),
@@ -47,24 +44,6 @@ def with_search_path(url: str, schema: str) -> str:
     """``url`` with libpq's ``options`` set so that every connection uses ``schema``."""
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The test server's URL, once it answers; skips (or fails under CI) otherwise."""
-    url = os.environ.get("CHATBOT_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-    try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        reason = (
-            f"PostgreSQL is not reachable at {describe(url)} ({str(exc).strip().splitlines()[0]}); "
-            "set CHATBOT_TEST_POSTGRES_URL or start it as .ci/run does"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}. CI must run the PostgreSQL tests.", pytrace=False)
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture
