@@ -4,6 +4,8 @@ It plays N concurrent browser sessions (or N direct API clients) in a closed loo
 each worker opens a keep-alive connection, sends ``turns`` requests one after another,
 then starts a fresh session (a new cookie, a new connection unless told otherwise),
 until ``rounds`` sessions, ``duration`` seconds or ``max_sessions_total`` is reached.
+With ``stagger_s`` the workers' first turns are spread evenly over that many seconds
+instead of all starting at once.
 
 Targets (``kind``):
 
@@ -398,6 +400,10 @@ async def _worker(spec: dict[str, Any], results: _Results, worker: int, counter:
     max_total = int(spec.get("max_sessions_total", 0))
     workers = int(spec["sessions"])
     connection: _Connection | None = None
+    stagger = float(spec.get("stagger_s", 0.0))
+    if stagger > 0:
+        # Users do not all press Enter in the same millisecond: spread the first turns.
+        await asyncio.sleep(stagger * worker / workers)
     try:
         for round_ in range(int(spec.get("rounds", 1))):
             if round_ and time.perf_counter() > deadline:
