@@ -27,7 +27,7 @@ import anyio
 import attrs
 import httpx
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._config import Limits, ProviderConfig, UpstreamPolicy
 from ._context import fit_context
@@ -40,6 +40,7 @@ from ._errors import (
     StoreError,
     UpstreamTimeout,
 )
+from ._handle import Inbox
 from ._instrumentation import Instrumentation, TurnRecorder
 from ._messages import Message, Reply, Usage
 from ._requests import (
@@ -93,11 +94,17 @@ class _Conversation:
     history: list[Message]
     config: ProviderConfig | None
     exists: bool
+    recorded: tuple[str | None, ...] | None = None  # the stored provider, model, prompt
     provider: Provider | None = None
     turn_scope: anyio.CancelScope | None = None
 
 
 async def _answer(reply_to: MemoryObjectSendStream[Answer | Failed], value: Answer | Failed) -> None:
+    _answer_nowait(reply_to, value)
+
+
+def _answer_nowait(reply_to: MemoryObjectSendStream[Answer | Failed], value: Answer | Failed) -> None:
+    """Send a request's one answer and close its stream (whose buffer holds one: no waiting)."""
     with reply_to:
         try:
             reply_to.send_nowait(value)
@@ -119,73 +126,109 @@ class ConversationActor:
     instrumentation: Instrumentation
     default_config: ProviderConfig | None
     owner: str | None = None
+    created: ConversationInfo | None = None  # just created, no messages: nothing to load
 
     async def run(
         self,
-        inbox: MemoryObjectReceiveStream[Request],
+        inbox: Inbox,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Load the history, report ready, then serve until the inbox closes.
+
+        Most actors are idle most of the time, so an idle one holds only this frame,
+        its inbox and its state: the queue and the task group that serving needs
+        exist only while there is work (see :meth:`_work_through`).
 
         Raises:
             StoreError: the history could not be loaded (before ``task_status.started``).
             Exception: a bug while serving; the supervisor restarts the actor.
         """
         state = await self._load()
-        queue: deque[Queued] = deque()
-        worker_active = False
-
-        async def work_through_queue() -> None:
-            nonlocal worker_active
+        task_status.started()
+        while True:
             try:
-                while queue:
-                    request = queue.popleft()
-                    try:
-                        await self._serve(state, request)
-                    except Exception:
-                        crashed = _crashed(self.conversation_id)
-                        for failed in (request, *queue):
-                            _fail_queued(failed, crashed)
-                        queue.clear()
-                        raise
-            finally:
-                worker_active = False
+                request = await inbox.receive()
+            except anyio.EndOfStream:
+                return  # closed by the supervisor (idle, evicted, shutting down)
+            if isinstance(request, Snapshot):
+                await self._snapshot(state, request, refresh=True)
+            elif isinstance(request, Cancel):
+                _answer_nowait(request.reply_to, Answer(False))  # nothing runs or waits
+            else:
+                await self._work_through(state, inbox, request)
+            del request  # nothing of the last request stays alive while idle
 
-        async with anyio.create_task_group() as tg:
-            task_status.started()
-            while True:
-                try:
-                    request = await inbox.receive()
-                except anyio.EndOfStream:
-                    break  # closed by the supervisor (idle, evicted, shutting down)
-                if isinstance(request, Cancel):
-                    stopped = state.turn_scope is not None
-                    if state.turn_scope is not None:
-                        state.turn_scope.cancel()
-                    for queued in queue:
-                        if isinstance(queued, Turn):
-                            queued.control.stop()
-                            stopped = True
-                    await _answer(request.reply_to, Answer(stopped))
-                elif isinstance(request, Snapshot):
-                    await self._snapshot(state, request, refresh=not worker_active)
-                elif len(queue) >= self.limits.inbox_size:
-                    _fail_queued(request, _busy(self.conversation_id))
-                else:
-                    queue.append(request)
-                    if not worker_active:
-                        worker_active = True
-                        tg.start_soon(work_through_queue)
-            inbox.close()
+    async def _work_through(self, state: _Conversation, inbox: Inbox, first: Queued) -> None:
+        """Serve ``first`` and whatever queues up behind it, in order, then return.
+
+        Meanwhile a reader task takes the inbox over, so Cancel and Snapshot are
+        answered at once. A crash fails everything queued and propagates: the
+        supervisor restarts the actor.
+        """
+        queue: deque[Queued] = deque((first,))
+        del first
+        # The reader can queue one last request as it is being stopped: go round again.
+        while queue:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read_while_busy, state, inbox, queue)
+                await self._serve_queue(state, queue)
+                tg.cancel_scope.cancel()
+
+    async def _serve_queue(self, state: _Conversation, queue: deque[Queued]) -> None:
+        while queue:
+            request = queue.popleft()
+            try:
+                await self._serve(state, request)
+            except Exception:
+                crashed = _crashed(self.conversation_id)
+                for failed in (request, *queue):
+                    _fail_queued(failed, crashed)
+                queue.clear()
+                raise
+
+    async def _read_while_busy(self, state: _Conversation, inbox: Inbox, queue: deque[Queued]) -> None:
+        """Answer Cancel and Snapshot at once and queue the rest, until stopped or closed.
+
+        Nothing here waits but ``receive``: a request taken is always dealt with, even
+        when the stop comes right then.
+        """
+        while True:
+            try:
+                request = await inbox.receive()
+            except anyio.EndOfStream:
+                return  # what is queued is still served; then the actor exits
+            if isinstance(request, Cancel):
+                _answer_nowait(request.reply_to, Answer(_stop(state, queue)))
+            elif isinstance(request, Snapshot):
+                # No refresh: the running turn owns the history and the store lock.
+                _answer_nowait(request.reply_to, Answer(tuple(state.history)))
+            elif len(queue) >= self.limits.inbox_size:
+                _fail_queued(request, _busy(self.conversation_id))
+            else:
+                queue.append(request)
 
     async def _load(self) -> _Conversation:
-        info = await self.store.get_conversation(self.conversation_id)
-        if info is None:
+        """The conversation's state: one store call, none for one the supervisor just created.
+
+        ``created`` serves the first incarnation only; a restarted actor reads the store.
+        """
+        created, self.created = self.created, None
+        if created is not None:
+            return self._loaded(created, ())
+        loaded = await self.store.load_conversation(self.conversation_id)
+        if loaded is None:
             # Created in the store by the first turn or connect, not by merely looking.
             return _Conversation(history=[], config=self.default_config, exists=False)
-        history = list(await self.store.load_messages(self.conversation_id))
-        return _Conversation(history=history, config=self._restored_config(info), exists=True)
+        return self._loaded(*loaded)
+
+    def _loaded(self, info: ConversationInfo, messages: tuple[Message, ...]) -> _Conversation:
+        return _Conversation(
+            history=list(messages),
+            config=self._restored_config(info),
+            exists=True,
+            recorded=(info.provider, info.model, info.system_prompt),
+        )
 
     def _restored_config(self, info: ConversationInfo) -> ProviderConfig | None:
         """The default connection, with the model and prompt this conversation last used."""
@@ -227,14 +270,18 @@ class ConversationActor:
                 await self.store.create_conversation(info)
             except StoreConflict:
                 pass  # another instance created it first; it is the same conversation
+            else:
+                state.recorded = _recorded(config)
             state.exists = True
-        elif config != state.config:
+        elif config != state.config and _recorded(config) != state.recorded:
+            # Only what the store keeps: a new key or base URL is not worth a write.
             await self.store.update_conversation(
                 self.conversation_id,
                 provider=config.provider,
                 model=config.model,
                 system_prompt=config.system_prompt,
             )
+            state.recorded = _recorded(config)
         if state.provider is None or config != state.config:
             state.config = config
             state.provider = self.provider_factory(config, self.http_client)
@@ -389,7 +436,7 @@ class ConversationActor:
                         recorder.first_token()
                     out.parts.append(event.text)
                     try:
-                        await turn.reply_to.send(TurnDelta(event.text))
+                        await _send_delta(turn.reply_to, TurnDelta(event.text))
                     except _CALLER_GONE:
                         scope.cancel()  # the caller left: stop, as Stop would
 
@@ -410,11 +457,31 @@ class ConversationActor:
         state.history.extend((user, assistant))
 
 
+def _recorded(config: ProviderConfig) -> tuple[str | None, ...]:
+    """What the store keeps of a config (see ``_Conversation.recorded``)."""
+    return (config.provider, config.model, config.system_prompt)
+
+
 async def _reload_or_keep(store: Store, conversation_id: str, history: list[Message]) -> list[Message]:
     try:
         return list(await store.load_messages(conversation_id))
     except StoreError:
         return history
+
+
+async def _send_delta(reply_to: MemoryObjectSendStream[TurnEvent], delta: TurnDelta) -> None:
+    """Pass a delta on; wait only when the reader is behind (the buffer is full).
+
+    The upstream read before it was already a checkpoint, so the usual case needs no
+    second trip through the event loop.
+
+    Raises:
+        anyio.BrokenResourceError, anyio.ClosedResourceError: the caller left.
+    """
+    try:
+        reply_to.send_nowait(delta)
+    except anyio.WouldBlock:
+        await reply_to.send(delta)
 
 
 async def _send(reply_to: MemoryObjectSendStream[TurnEvent], event: TurnEvent) -> None:
@@ -459,7 +526,19 @@ def _not_connected(conversation_id: str) -> NotConnected:
     )
 
 
-def _fail_queued(request: Queued, error: ChatbotError) -> None:
+def _stop(state: _Conversation, queue: deque[Queued]) -> bool:
+    """Stop the running turn and the queued ones; True if there was any."""
+    stopped = state.turn_scope is not None
+    if state.turn_scope is not None:
+        state.turn_scope.cancel()
+    for queued in queue:
+        if isinstance(queued, Turn):
+            queued.control.stop()
+            stopped = True
+    return stopped
+
+
+def _fail_queued(request: Request, error: ChatbotError) -> None:
     """Answer a request that will not be served, without waiting."""
     if isinstance(request, Turn):
         with request.reply_to:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._errors import ActorCrashed, Busy, ChatbotError
 from ._messages import Message, Reply
@@ -44,6 +45,105 @@ class ActorGone(Exception):
 
 
 @final
+class Inbox:
+    """A conversation actor's bounded queue of requests: any number of writers, one reader.
+
+    An anyio memory object stream would do, but an idle actor parked on one keeps its
+    shared state, both ends and a waiting-receiver record alive: about 3 KB, times tens
+    of thousands of idle conversations. This keeps a list and, only while someone
+    waits, one event. A request stays queued until the reader takes it, so a reader
+    cancelled while waiting never loses one.
+    """
+
+    __slots__ = ("_closed", "_gone", "_readable", "_requests", "_size", "_writable")
+
+    def __init__(self, size: int) -> None:
+        self._requests: list[Request] = []
+        self._size = size
+        self._closed = False  # no more requests: the reader ends after the queued ones
+        self._gone = False  # the reader left: nothing will be taken any more
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def send_nowait(self, request: Request) -> None:
+        """Queue a request.
+
+        Raises:
+            anyio.WouldBlock: the inbox is full.
+            anyio.ClosedResourceError: the inbox was closed.
+            anyio.BrokenResourceError: the actor is gone.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._gone:
+            raise anyio.BrokenResourceError
+        if len(self._requests) >= self._size:
+            raise anyio.WouldBlock
+        self._requests.append(request)
+        if (readable := self._readable) is not None:
+            self._readable = None
+            readable.set()
+
+    async def send(self, request: Request) -> None:
+        """Queue a request, waiting for room; raises as :meth:`send_nowait`, never WouldBlock."""
+        while True:
+            try:
+                self.send_nowait(request)
+                return
+            except anyio.WouldBlock:
+                if self._writable is None:
+                    self._writable = anyio.Event()
+                await self._writable.wait()
+
+    def close(self) -> None:
+        """Take no more requests; the reader gets the queued ones, then ``EndOfStream``."""
+        self._closed = True
+        self._wake()
+
+    async def receive(self) -> Request:
+        """The next request (for the actor only).
+
+        Raises:
+            anyio.EndOfStream: the inbox was closed and is empty.
+            anyio.ClosedResourceError: :meth:`shut` was called.
+        """
+        if self._requests:
+            await anyio.lowlevel.checkpoint()
+        while not self._requests:
+            if self._gone:
+                raise anyio.ClosedResourceError
+            if self._closed:
+                raise anyio.EndOfStream
+            readable = self._readable = anyio.Event()
+            try:
+                await readable.wait()
+            finally:
+                if self._readable is readable:
+                    self._readable = None
+        request = self._requests.pop(0)
+        if (writable := self._writable) is not None:
+            self._writable = None
+            writable.set()
+        return request
+
+    def shut(self) -> list[Request]:
+        """The actor leaves: writers are refused from now on. Returns what was never taken."""
+        self._gone = True
+        left, self._requests = self._requests, []
+        self._wake()
+        return left
+
+    def _wake(self) -> None:
+        readable, writable, self._readable, self._writable = self._readable, self._writable, None, None
+        for event in (readable, writable):
+            if event is not None:
+                event.set()
+
+
+@final
 class TurnStream:
     """The text deltas of one turn, then its :class:`~chatbot.Reply` in ``reply``.
 
@@ -67,7 +167,12 @@ class TurnStream:
 
     async def __anext__(self) -> str:
         try:
-            event = await self._receive.receive()
+            try:
+                # Deltas usually wait in the buffer already: take one without a trip
+                # through the event loop, and wait only when there is none yet.
+                event = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                event = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self.reply is None:
                 self._raise(_crashed())
@@ -112,7 +217,7 @@ class ConversationHandle:
     __slots__ = ("_busy_timeout", "_inbox", "conversation_id")
 
     conversation_id: str
-    _inbox: MemoryObjectSendStream[Request]
+    _inbox: Inbox
     _busy_timeout: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -122,7 +227,7 @@ class ConversationHandle:
     def _create(
         cls,
         conversation_id: str,
-        inbox: MemoryObjectSendStream[Request],
+        inbox: Inbox,
         busy_timeout: float,
     ) -> ConversationHandle:
         self = object.__new__(cls)
@@ -203,8 +308,7 @@ class ConversationHandle:
 
     def statistics(self) -> int:
         """Requests waiting in the inbox."""
-        used: int = self._inbox.statistics().current_buffer_used
-        return used
+        return len(self._inbox)
 
 
 def _crashed() -> ActorCrashed:

@@ -8,12 +8,28 @@ keeps httpx's own transport. Adapters only ever see an ``httpx.AsyncClient``.
 
 from __future__ import annotations
 
+from http.cookiejar import Cookie, CookieJar
+
 import httpx
 import sniffio
 
 from ._config import UpstreamPolicy
 
 __all__ = ["create_http_client"]
+
+
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing.
+
+    One client serves every user of the server, so a cookie an upstream sets while
+    answering one user's key must not travel with the next user's request.
+    """
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
 
 # Connections are per upstream host; conversations far outnumber them.
 _LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
@@ -42,6 +58,9 @@ def create_http_client(policy: UpstreamPolicy) -> httpx.AsyncClient:
             transport=AiohttpTransport(limits=_LIMITS, trust_env=False),
             timeout=timeout,
             headers=headers,
+            cookies=_NoCookies(),
             trust_env=False,
         )
-    return httpx.AsyncClient(timeout=timeout, limits=_LIMITS, headers=headers, trust_env=False)
+    return httpx.AsyncClient(
+        timeout=timeout, limits=_LIMITS, headers=headers, cookies=_NoCookies(), trust_env=False
+    )

@@ -9,6 +9,8 @@ on untouched.
 
 The routing table changes only in synchronous sections; a spawn in flight is a
 placeholder with an ``Event``, so two callers never spawn the same actor twice.
+Actor tasks are started by one long-lived spawner task, not by the caller that
+needed them (see :meth:`Supervisor._spawn`).
 
 Embed it in any anyio program, on asyncio or trio::
 
@@ -20,18 +22,19 @@ Embed it in any anyio program, on asyncio or trio::
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, TypeVar, final
+from typing import TypeVar, final
 
 import anyio
 import attrs
 import httpx
-from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._actor import ConversationActor, ProviderFactory, _fail_queued
 from ._config import Limits, ProviderConfig, UpstreamPolicy
@@ -40,11 +43,10 @@ from ._errors import (
     ShuttingDown,
     UnknownConversation,
 )
-from ._handle import ActorGone, ConversationHandle, TurnStream
+from ._handle import ActorGone, ConversationHandle, Inbox, TurnStream
 from ._http_client import create_http_client
 from ._instrumentation import Instrumentation, NoInstrumentation
 from ._messages import Message, Reply
-from ._requests import Request
 from .providers import create_provider
 from .store import ConversationInfo, MemoryStore, Store
 
@@ -58,6 +60,10 @@ T = TypeVar("T")
 # until someone asks for it: a crash loop must not eat the CPU of everyone else.
 _MAX_RESTARTS = 5
 _RESTART_WINDOW = 30.0
+
+# New conversations whose first actor can start without reading the store (see
+# Supervisor._remember_created). Forgetting one only costs that actor one store read.
+_CREATED_MAX = 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -83,16 +89,25 @@ class _Slot:
     turns_open: int = 0
 
 
-class _TrackStarted:
-    """Remembers whether the actor reported ready, so a crash before it is not retried."""
+@attrs.define(eq=False, slots=True)
+class _SpawnOrder:
+    """One actor for the spawner task to start, and how its start went.
 
-    def __init__(self, inner: TaskStatus[None]) -> None:
-        self.inner = inner
-        self.done = False
+    It is the actor's ``task_status``: ``started`` settles it. Once settled it lets go
+    of everything but the outcome, because the actor's frames keep it while it lives.
+    """
+
+    supervisor: Supervisor | None
+    slot: _Slot
+    inbox: Inbox | None
+    handle: ConversationHandle | None
+    owner: str | None
+    settled: bool = False
+    error: BaseException | None = None
 
     def started(self, value: None = None) -> None:
-        self.done = True
-        self.inner.started(value)
+        assert self.supervisor is not None
+        self.supervisor._settle_spawn(self, None)
 
 
 @final
@@ -139,6 +154,8 @@ class Supervisor:
         self._evicted = 0
         self._restarts = 0
         self._janitor: anyio.CancelScope | None = None
+        self._spawn_orders: MemoryObjectSendStream[_SpawnOrder] | None = None
+        self._created: OrderedDict[str, ConversationInfo] = OrderedDict()
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -154,6 +171,8 @@ class Supervisor:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._janitor = anyio.CancelScope()
             self._tg.start_soon(self._evict_idle_actors, self._janitor)
+            self._spawn_orders, orders = anyio.create_memory_object_stream[_SpawnOrder](math.inf)
+            self._tg.start_soon(self._spawn_actors, orders)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -170,7 +189,9 @@ class Supervisor:
         """Close every inbox, give in-flight turns the grace period, then cancel them."""
         self._running = False
         assert self._tg is not None and self._exit_stack is not None and self._janitor is not None
+        assert self._spawn_orders is not None
         self._janitor.cancel()
+        self._spawn_orders.close()
         for slot in list(self._slots.values()):
             if slot.handle is not None:
                 slot.handle.close()
@@ -212,7 +233,7 @@ class Supervisor:
             slot = self._slots.get(conversation_id)
             if slot is None:
                 if not self._running or self._tg is None:
-                    raise ShuttingDown("The server is shutting down; try again shortly.")
+                    raise _shutting_down()
                 slot = _Slot(conversation_id)
                 self._slots[conversation_id] = slot
                 await self._spawn(slot, owner)
@@ -226,29 +247,73 @@ class Supervisor:
             return slot.handle
 
     async def _spawn(self, slot: _Slot, owner: str | None) -> None:
-        assert self._tg is not None
+        """Have the spawner task start the slot's actor, and wait until it is ready.
+
+        The caller does not start the task itself: a task inherits its creator's
+        context variables, and an actor started from a web request would keep that
+        request's context (request, app context, everything they reference) alive for
+        as long as it lives. If the caller is cancelled meanwhile, the spawn goes on
+        and the slot is ready for the next caller.
+
+        Raises:
+            StoreError: the actor could not load the history.
+            ShuttingDown: the supervisor is exiting.
+        """
+        assert self._spawn_orders is not None and slot.ready is not None
+        if len(self._slots) > self.limits.max_actors:
+            self._evict_least_recent()
+        ready = slot.ready
+        inbox = Inbox(self.limits.inbox_size)
+        handle = ConversationHandle._create(slot.conversation_id, inbox, self.limits.busy_timeout)
+        order = _SpawnOrder(self, slot, inbox, handle, owner)
         try:
-            if len(self._slots) > self.limits.max_actors:
-                self._evict_least_recent()
-            send, receive = anyio.create_memory_object_stream[Request](self.limits.inbox_size)
-            handle = ConversationHandle._create(slot.conversation_id, send, self.limits.busy_timeout)
-            try:
-                await self._tg.start(self._supervise, slot, receive, owner)
-            except BaseException:
-                send.close()
-                receive.close()
-                raise
+            self._spawn_orders.send_nowait(order)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._settle_spawn(order, _shutting_down())
+        await ready.wait()
+        if order.error is not None:
+            raise order.error
+
+    def _settle_spawn(self, order: _SpawnOrder, error: BaseException | None) -> None:
+        """Record how a spawn went (once): fill the slot, or free it for a new attempt."""
+        if order.settled:
+            return
+        slot, handle = order.slot, order.handle
+        assert handle is not None
+        order.settled, order.error = True, error
+        order.supervisor = order.inbox = order.handle = order.owner = None
+        current = self._slots.get(slot.conversation_id) is slot
+        if error is None:
             slot.handle = handle
             self._spawned += 1
-        except BaseException:
-            if self._slots.get(slot.conversation_id) is slot:
+            if not current or not self._running:
+                handle.close()  # deleted or shut down meanwhile: the actor just exits
+        else:
+            handle.close()
+            if current:
                 del self._slots[slot.conversation_id]
-            raise
+        # Release the event: an idle actor should cost as little memory as possible.
+        ready, slot.ready = slot.ready, None
+        assert ready is not None
+        ready.set()
+
+    async def _spawn_actors(self, orders: MemoryObjectReceiveStream[_SpawnOrder]) -> None:
+        """The spawner: start each ordered actor in this task's context (see :meth:`_spawn`)."""
+        assert self._tg is not None
+        try:
+            async for order in orders:
+                if self._running:
+                    self._tg.start_soon(self._supervise, order)
+                else:
+                    self._settle_spawn(order, _shutting_down())
+                del order
         finally:
-            # Release the event: an idle actor should cost as little memory as possible.
-            ready, slot.ready = slot.ready, None
-            assert ready is not None
-            ready.set()
+            with orders:
+                while True:
+                    try:
+                        self._settle_spawn(orders.receive_nowait(), _shutting_down())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
 
     def _evict_least_recent(self) -> None:
         """Close the least recently used actor's inbox; it exits once its work is done."""
@@ -280,16 +345,14 @@ class Supervisor:
                     slot.handle.close()
                     self._evicted += 1
 
-    async def _supervise(
-        self,
-        slot: _Slot,
-        inbox: MemoryObjectReceiveStream[Request],
-        owner: str | None,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run one conversation's actor, restarting it (one-for-one) when it crashes."""
-        assert self._client is not None
+    async def _supervise(self, order: _SpawnOrder) -> None:
+        """Run one conversation's actor, restarting it (one-for-one) when it crashes.
+
+        A failure before the actor is ready (loading the history) goes to the caller
+        waiting in :meth:`_spawn`, and nothing is restarted.
+        """
+        assert self._client is not None and order.inbox is not None
+        slot, inbox = order.slot, order.inbox
         actor = ConversationActor(
             conversation_id=slot.conversation_id,
             store=self.store,
@@ -299,19 +362,22 @@ class Supervisor:
             limits=self.limits,
             instrumentation=self.instrumentation,
             default_config=self.default_config,
-            owner=owner,
+            owner=order.owner,
+            created=self._created.pop(slot.conversation_id, None),
         )
-        ready = _TrackStarted(task_status)
-        crashes: deque[float] = deque(maxlen=_MAX_RESTARTS)
+        crashes: deque[float] | None = None  # made on the first crash: most actors never crash
         try:
             while True:
                 try:
-                    await actor.run(inbox, task_status=ready if not ready.done else anyio.TASK_STATUS_IGNORED)
+                    await actor.run(inbox, task_status=anyio.TASK_STATUS_IGNORED if order.settled else order)
                     return
-                except Exception:
-                    if not ready.done:
-                        raise  # the spawning caller gets it from tg.start()
+                except Exception as exc:
+                    if not order.settled:
+                        self._settle_spawn(order, exc)  # the spawning caller raises it
+                        return
                     now = anyio.current_time()
+                    if crashes is None:
+                        crashes = deque(maxlen=_MAX_RESTARTS)
                     crashes.append(now)
                     logger.exception(
                         "conversation actor crashed; restarting it from the store",
@@ -325,10 +391,10 @@ class Supervisor:
                         )
                         return
         finally:
+            self._settle_spawn(order, _shutting_down())  # cancelled before it was ready
             if self._slots.get(slot.conversation_id) is slot:
                 del self._slots[slot.conversation_id]
             _fail_remaining(inbox)
-            inbox.close()
 
     async def _with_actor(
         self,
@@ -364,6 +430,7 @@ class Supervisor:
             StoreError: the store failed.
         """
         config = config or self.default_config
+        fresh_id = conversation_id is None
         info = ConversationInfo(
             id=conversation_id or new_conversation_id(),
             owner=owner,
@@ -372,7 +439,7 @@ class Supervisor:
             model=config.model if config else None,
             system_prompt=config.system_prompt if config else None,
         )
-        await self.store.create_conversation(info)
+        stored = await self.store.create_conversation(info)
         if messages:
             try:
                 await self.store.replace_messages(info.id, messages)
@@ -381,7 +448,20 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     await self.store.delete_conversation(info.id)
                 raise
-        return await self.conversation(info.id)
+            return await self.conversation(info.id)
+        if fresh_id:
+            self._remember_created(stored)
+        return stored
+
+    def _remember_created(self, info: ConversationInfo) -> None:
+        """Hand a new, empty conversation to its first actor, which then reads nothing.
+
+        Only for an id generated here: nobody else can have spawned an actor for it or
+        written to it yet. The first actor takes the entry; rename and delete drop it.
+        """
+        self._created[info.id] = info
+        if len(self._created) > _CREATED_MAX:
+            self._created.popitem(last=False)
 
     async def conversation(self, conversation_id: str) -> ConversationInfo:
         """The conversation's metadata.
@@ -403,6 +483,7 @@ class Supervisor:
 
     async def rename(self, conversation_id: str, title: str) -> ConversationInfo:
         await self.conversation(conversation_id)
+        self._created.pop(conversation_id, None)
         await self.store.update_conversation(conversation_id, title=title)
         return await self.conversation(conversation_id)
 
@@ -412,6 +493,7 @@ class Supervisor:
         Raises:
             UnknownConversation: no such conversation.
         """
+        self._created.pop(conversation_id, None)
         slot = self._slots.pop(conversation_id, None)
         if slot is not None and slot.handle is not None:
             try:
@@ -549,13 +631,15 @@ def new_conversation_id() -> str:
     return uuid.uuid4().hex
 
 
-def _fail_remaining(inbox: MemoryObjectReceiveStream[Request]) -> None:
-    """Answer requests still buffered in an inbox about to close, so no caller waits forever."""
-    error = ActorCrashed("This conversation stopped unexpectedly; please retry.")
-    while True:
-        try:
-            request: Any = inbox.receive_nowait()
-        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-            return
-        _fail_queued(request, error)
+def _fail_remaining(inbox: Inbox) -> None:
+    """Shut the inbox of an actor that exits, answering what it never took: no caller waits forever."""
+    left = inbox.shut()
+    if left:
+        error = ActorCrashed("This conversation stopped unexpectedly; please retry.")
+        for request in left:
+            _fail_queued(request, error)
+
+
+def _shutting_down() -> ShuttingDown:
+    return ShuttingDown("The server is shutting down; try again shortly.")
 

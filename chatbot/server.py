@@ -18,6 +18,7 @@ environment is logged and shown in the UI, and browsers can connect their own.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -53,7 +54,22 @@ def serve(settings: Settings) -> None:
         OSError: the address cannot be bound (in use, not allowed).
     """
     configure_logging(settings)
+    _settle_garbage_collector()
     anyio.run(main, settings, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+def _settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off everything imported at start-up.
+
+    Modules, classes and functions live as long as the process, yet every full
+    collection walked them again: under load that was about a tenth of the
+    server's CPU, in pauses of tens of milliseconds. Frozen, they are skipped; and
+    a full collection waits for ten times as many younger ones as by default.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
 
 
 async def main(

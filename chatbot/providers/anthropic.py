@@ -31,7 +31,7 @@ from chatbot._messages import Usage
 from ._base import ChatRequest, StreamEnd, StreamEvent
 from ._http import error_from_status, error_info
 from ._sse import ServerSentEvent
-from ._wire import decode_json, get_json, make_converter, stream_sse, structure, truncated
+from ._wire import Endpoint, decode_json, get_json, make_converter, stream_sse, structure, truncated
 
 if TYPE_CHECKING:
     from chatbot._config import ProviderConfig
@@ -233,6 +233,10 @@ def _make_headers(provider: AnthropicProvider) -> Mapping[str, str]:
     return headers
 
 
+def _messages_endpoint(provider: AnthropicProvider) -> Endpoint:
+    return Endpoint.prepare(provider.client, f"{provider.config.base_url}/v1/messages", provider._headers)
+
+
 @final
 @attrs.frozen
 class AnthropicProvider:
@@ -245,6 +249,9 @@ class AnthropicProvider:
     client: httpx.AsyncClient = attrs.field(repr=False)
     _headers: Mapping[str, str] = attrs.field(
         init=False, repr=False, eq=False, default=attrs.Factory(_make_headers, takes_self=True)
+    )
+    _messages: Endpoint = attrs.field(
+        init=False, repr=False, eq=False, default=attrs.Factory(_messages_endpoint, takes_self=True)
     )
 
     @property
@@ -270,9 +277,8 @@ class AnthropicProvider:
         )
         return stream_sse(
             self.client,
-            f"{self.config.base_url}/v1/messages",
+            self._messages,
             payload=_converter.unstructure(wire),
-            headers=self._headers,
             provider=self.name,
             parser=_Parser(self.name, self.config.api_key),
             bare_429_is_final=True,

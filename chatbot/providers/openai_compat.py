@@ -27,7 +27,7 @@ from chatbot._messages import Usage
 from ._base import ChatRequest, StreamEnd, StreamEvent
 from ._http import error_from_status, error_info
 from ._sse import ServerSentEvent
-from ._wire import decode_json, get_json, make_converter, stream_sse, structure, truncated
+from ._wire import Endpoint, decode_json, get_json, make_converter, stream_sse, structure, truncated
 
 if TYPE_CHECKING:
     from chatbot._config import ProviderConfig
@@ -167,6 +167,12 @@ def _make_headers(provider: OpenAICompatProvider) -> Mapping[str, str]:
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
+def _chat_endpoint(provider: OpenAICompatProvider) -> Endpoint:
+    return Endpoint.prepare(
+        provider.client, f"{provider.config.base_url}/v1/chat/completions", provider._headers
+    )
+
+
 @attrs.frozen
 class OpenAICompatProvider:
     """An OpenAI-compatible chat API; holds its config and a shared client.
@@ -179,6 +185,9 @@ class OpenAICompatProvider:
     client: httpx.AsyncClient = attrs.field(repr=False)
     _headers: Mapping[str, str] = attrs.field(
         init=False, repr=False, eq=False, default=attrs.Factory(_make_headers, takes_self=True)
+    )
+    _chat: Endpoint = attrs.field(
+        init=False, repr=False, eq=False, default=attrs.Factory(_chat_endpoint, takes_self=True)
     )
 
     @property
@@ -203,9 +212,8 @@ class OpenAICompatProvider:
         )
         return stream_sse(
             self.client,
-            f"{self.config.base_url}/v1/chat/completions",
+            self._chat,
             payload=_converter.unstructure(wire),
-            headers=self._headers,
             provider=self.name,
             parser=_Parser(self.name, self.config.api_key),
             secret=self.config.api_key,

@@ -81,12 +81,23 @@ class Store(Protocol):
 
     shared: bool
 
-    async def create_conversation(self, info: ConversationInfo) -> None:
-        """Insert a new conversation. Raises StoreConflict if the id exists."""
+    async def create_conversation(self, info: ConversationInfo) -> ConversationInfo:
+        """Insert a new conversation and return it as stored (``info`` with no messages),
+        so the caller need not read it back. Raises StoreConflict if the id exists."""
         ...
 
     async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
         """The conversation's metadata with its current ``message_count``, or None."""
+        ...
+
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+        """The conversation's metadata and every message, in one call, or None.
+
+        What an actor needs to start, read in one go: one round trip (one worker-thread
+        hop for SQLite) instead of two. ``message_count`` is ``len(messages)``.
+        """
         ...
 
     async def list_conversations(

@@ -35,17 +35,28 @@ class MemoryStore:
         self._messages: dict[str, list[Message]] = {}
         self._sessions: dict[str, SessionRecord] = {}
 
-    async def create_conversation(self, info: ConversationInfo) -> None:
+    async def create_conversation(self, info: ConversationInfo) -> ConversationInfo:
         if info.id in self._conversations:
             raise StoreConflict(f"Conversation {info.id!r} already exists.")
-        self._conversations[info.id] = attrs.evolve(info, message_count=0)
+        stored = attrs.evolve(info, message_count=0)
+        self._conversations[info.id] = stored
         self._messages[info.id] = []
+        return stored
 
     async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
         info = self._conversations.get(conversation_id)
         if info is None:
             return None
         return attrs.evolve(info, message_count=len(self._messages[conversation_id]))
+
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+        info = self._conversations.get(conversation_id)
+        if info is None:
+            return None
+        messages = tuple(self._messages[conversation_id])
+        return attrs.evolve(info, message_count=len(messages)), messages
 
     async def list_conversations(
         self, owner: str | None, *, limit: int = 200

@@ -30,6 +30,7 @@ from typing import Any, final
 
 import anyio
 import anyio.to_thread
+import attrs
 import psycopg
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
@@ -243,11 +244,13 @@ class PostgresStore:
         async with self._connection(action) as conn, conn.transaction():
             yield conn
 
-    async def create_conversation(self, info: ConversationInfo) -> None:
+    async def create_conversation(self, info: ConversationInfo) -> ConversationInfo:
+        row = conversation_row(info)
         async with self._connection("Creating a conversation") as conn:
-            cursor = await conn.execute(_INSERT_CONVERSATION, conversation_row(info))
+            cursor = await conn.execute(_INSERT_CONVERSATION, row)
             if cursor.rowcount == 0:
                 raise StoreConflict(f"Conversation {info.id!r} already exists.")
+        return conversation_from_row(row)  # double precision keeps every float as given
 
     async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
         async with self._connection("Reading a conversation") as conn:
@@ -286,6 +289,24 @@ class PostgresStore:
                 "DELETE FROM conversations WHERE id = %s", (conversation_id,)
             )
         return cursor.rowcount > 0
+
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+        """The metadata and the messages through one pooled connection.
+
+        ``message_count`` is taken from the messages read, so the two always agree.
+        """
+        async with self._connection("Loading a conversation") as conn:
+            cursor = await conn.execute(_SELECT_CONVERSATION, (conversation_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            cursor = await conn.execute(_SELECT_MESSAGES, (conversation_id,))
+            rows = await cursor.fetchall()
+        messages = tuple(message_from_row(m) for m in rows)
+        info = attrs.evolve(conversation_from_row(row), message_count=len(messages))
+        return info, messages
 
     async def load_messages(self, conversation_id: str) -> tuple[Message, ...]:
         async with self._connection("Loading messages") as conn:

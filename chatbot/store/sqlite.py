@@ -136,6 +136,18 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: its statements see one snapshot, even while another
+    process (the CLI next to the server) commits between them."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def _connect(path: str) -> sqlite3.Connection:
     """Open (creating if needed) the database, configure it and migrate it. Blocking."""
     if path != ":memory:":
@@ -222,12 +234,15 @@ class SQLiteStore:
         with _map_errors(action):
             return await anyio.to_thread.run_sync(work, conn, limiter=self._limiter)
 
-    async def create_conversation(self, info: ConversationInfo) -> None:
+    async def create_conversation(self, info: ConversationInfo) -> ConversationInfo:
+        row = conversation_row(info)
+
         def work(conn: sqlite3.Connection) -> None:
-            if conn.execute(_INSERT_CONVERSATION, conversation_row(info)).rowcount == 0:
+            if conn.execute(_INSERT_CONVERSATION, row).rowcount == 0:
                 raise StoreConflict(f"Conversation {info.id!r} already exists.")
 
         await self._call("Creating a conversation", work)
+        return conversation_from_row(row)  # REAL columns keep every float as given
 
     async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
         def work(conn: sqlite3.Connection) -> ConversationInfo | None:
@@ -271,6 +286,21 @@ class SQLiteStore:
             return cursor.rowcount > 0
 
         return await self._call("Deleting a conversation", work)
+
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+        """The metadata and the messages from one read transaction, in one thread hop."""
+
+        def work(conn: sqlite3.Connection) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+            with _read_snapshot(conn):
+                row = conn.execute(_SELECT_CONVERSATION, (conversation_id,)).fetchone()
+                if row is None:
+                    return None
+                rows = conn.execute(_SELECT_MESSAGES, (conversation_id,)).fetchall()
+            return conversation_from_row(row), tuple(message_from_row(m) for m in rows)
+
+        return await self._call("Loading a conversation", work)
 
     async def load_messages(self, conversation_id: str) -> tuple[Message, ...]:
         def work(conn: sqlite3.Connection) -> tuple[Message, ...]:

@@ -113,13 +113,19 @@ class ApiError(Exception):
 def json_response(
     payload: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A JSON response, encoded with the stdlib (ASCII-safe, so odd upstream text can't break it)."""
-    return Response(
+    """A JSON response, encoded with the stdlib (ASCII-safe, so odd upstream text can't break it).
+
+    The body is written in one piece, so it gets no send timeout: Quart would otherwise
+    wrap every send in ``asyncio.wait_for``, a task per request.
+    """
+    response = Response(
         json.dumps(payload, separators=(",", ":")),
         status=status,
         content_type=_JSON,
         headers=dict(headers) if headers else None,
     )
+    response.timeout = None
+    return response
 
 
 def status_for(exc: ChatbotError) -> int:

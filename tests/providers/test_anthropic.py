@@ -19,6 +19,7 @@ from chatbot._messages import Usage
 from chatbot.providers import StreamEnd, TextDelta, collect, create_provider
 from chatbot.providers.anthropic import AnthropicProvider
 from tests.fakes import DEFAULT_API_KEY, Fail, FakeUpstream, Raw, Reply, Reset
+from tests.fakes._formats import split_text
 from tests.providers.conftest import MakeProvider, chat_request
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +62,7 @@ async def test_streamed_reply_text_usage_and_stop_reason(make_provider: MakeProv
     events = [event async for event in make_provider("claude").stream(chat_request("ping me"))]
     *deltas, end = events
     assert all(isinstance(delta, TextDelta) for delta in deltas)
-    assert len(deltas) == 5
+    assert 1 <= len(deltas) <= 5  # pieces that arrive in one read are passed on as one
     assert "".join(d.text for d in deltas if isinstance(d, TextDelta)) == "You said: ping me"
     # The fake counts words of system + messages in, text deltas out (cumulatively).
     assert end == StreamEnd(usage=Usage(4, 5), stop_reason="end_turn", model="fake-model")
@@ -145,7 +146,7 @@ async def test_mid_stream_error_event(make_provider: MakeProvider, fake_upstream
         async for event in make_provider("claude").stream(chat_request("abcdefghij")):
             assert isinstance(event, TextDelta)
             seen.append(event.text)
-    assert len(seen) == 2
+    assert "".join(seen) == "".join(split_text("You said: abcdefghij", 5)[:2])
     assert caught.value.status == 529
 
 

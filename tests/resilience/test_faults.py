@@ -299,8 +299,9 @@ async def test_upstream_fault(upstream: TimedUpstream, fault: Fault, provider: s
             assert events[0][1]["reply"] == fault.reply
             after = [*before, ("user", QUESTION), ("assistant", fault.reply)]
         elif fault.partial:
-            assert [name for name, _ in events] == ["delta"] * len(fault.partial) + ["error"]
-            assert tuple(data["text"] for _, data in events[:-1]) == fault.partial
+            # Pieces that arrived in one read may come as one delta; the text is the same.
+            assert {name for name, _ in events[:-1]} == {"delta"} and events[-1][0] == "error"
+            assert "".join(data["text"] for _, data in events[:-1]) == "".join(fault.partial)
             assert events[-1][1]["code"] == fault.code
             message = _one_line(events[-1][1]["error"])
             after = before

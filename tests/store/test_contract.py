@@ -47,10 +47,38 @@ class TestConversations:
 
         assert await store.get_conversation("c1") == info
 
+    async def test_create_returns_the_conversation_as_stored(self, store: Store) -> None:
+        # Callers use the returned value instead of reading the conversation back.
+        info = conversation("c1", owner="o", title="t", created_at=1.25, updated_at=2, message_count=3)
+
+        created = await store.create_conversation(info)
+
+        assert created == await store.get_conversation("c1")
+        assert created.message_count == 0 and created.updated_at == 2.0
+
     async def test_get_unknown_conversation_is_none(self, store: Store) -> None:
         assert await store.get_conversation("nope") is None
         assert await store.message_count("nope") == 0
         assert await store.load_messages("nope") == ()
+        assert await store.load_conversation("nope") is None
+
+    async def test_load_conversation_returns_metadata_and_messages(self, store: Store) -> None:
+        await store.create_conversation(conversation("c1", owner="o", model="m"))
+        await add_turn(store, "c1", "hello", "hi")
+
+        loaded = await store.load_conversation("c1")
+
+        assert loaded is not None
+        info, messages = loaded
+        assert info == await store.get_conversation("c1")
+        assert info.message_count == 2
+        assert messages == await store.load_messages("c1")
+        assert [m.content for m in messages] == ["hello", "hi"]
+
+    async def test_load_new_conversation_has_no_messages(self, store: Store) -> None:
+        created = await store.create_conversation(conversation("c1"))
+
+        assert await store.load_conversation("c1") == (created, ())
 
     async def test_create_with_existing_id_conflicts(self, store: Store) -> None:
         await store.create_conversation(conversation("c1", title="first"))

@@ -45,6 +45,8 @@ async def test_chat_and_stream_through_each_wire_format(
         assert reply["reply"] == "You said: first"
         assert reply["usage"]["output_tokens"] > 0
 
+        # Pieces sent apart arrive as separate deltas (ones that arrive together are joined).
+        fake_upstream.enqueue(Reply(token_delay=0.05))
         response = await client.post("/api/chat/stream", json={"message": "second"})
         body = await response.get_data(as_text=True)
         deltas = [

@@ -1,0 +1,65 @@
+"""How one network read's worth of events becomes one text delta."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from chatbot._config import UpstreamPolicy
+from chatbot._errors import UpstreamUnavailable
+from chatbot._http_client import create_http_client
+from chatbot.providers._sse import SSEDecoder
+from chatbot.providers._wire import Endpoint, _text_of
+from chatbot.providers.openai_compat import _Parser
+
+
+def _chunk(text: str) -> str:
+    return "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + "\n\n"
+
+
+def test_pieces_that_arrive_together_become_one_delta() -> None:
+    events = SSEDecoder().feed((_chunk("Hel") + _chunk("lo") + _chunk(", world")).encode())
+    assert _text_of(events, _Parser("openai", None)) == ("Hello, world", None)
+
+
+def test_a_read_without_text_yields_nothing() -> None:
+    events = SSEDecoder().feed(b": keep-alive\n\ndata: {\"choices\": []}\n\n")
+    assert _text_of(events, _Parser("openai", None)) == ("", None)
+
+
+def test_text_before_an_error_event_is_kept_and_the_error_reported() -> None:
+    error = 'data: {"error": {"message": "server fell over", "type": "server_error"}}\n\n'
+    events = SSEDecoder().feed((_chunk("partial ") + _chunk("text") + error + _chunk("lost")).encode())
+    text, failure = _text_of(events, _Parser("openai", None))
+    assert text == "partial text"
+    assert isinstance(failure, UpstreamUnavailable)
+    assert "server fell over" in str(failure)
+
+
+@pytest.mark.anyio
+async def test_the_shared_client_keeps_no_upstream_cookies() -> None:
+    """One client serves every user: a cookie set for one must not reach the next."""
+    client = create_http_client(UpstreamPolicy())
+    async with client:
+        request = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
+        client.cookies.extract_cookies(
+            httpx.Response(200, headers={"set-cookie": "__cf_bm=abc; Path=/"}, request=request)
+        )
+        assert not list(client.cookies.jar)
+
+
+@pytest.mark.anyio
+async def test_an_endpoint_request_carries_the_client_defaults_and_compact_json() -> None:
+    client = create_http_client(UpstreamPolicy(connect_timeout=3.0))
+    async with client:
+        endpoint = Endpoint.prepare(client, "http://127.0.0.1:9/v1/messages", {"x-api-key": "sk-x"})
+        request = endpoint.post({"text": "héllo", "n": 1})
+    assert request.url == httpx.URL("http://127.0.0.1:9/v1/messages")
+    assert request.headers["user-agent"] == client.headers["user-agent"]
+    assert request.headers["x-api-key"] == "sk-x"
+    assert request.headers["content-type"] == "application/json"
+    assert request.content == '{"text":"héllo","n":1}'.encode()
+    assert request.extensions["timeout"]["connect"] == 3.0
+    assert "sk-x" not in repr(endpoint)
