@@ -14,7 +14,9 @@ gets, so each reply shows exactly which conversation the server sent upstream:
   messages echoed back in order, or deltas that do not add up to the ``done`` reply.
 
 The server runs with ``CHATBOT_ACTOR_IDLE_SECONDS=5``; its RSS is read at baseline,
-at the peak, and once every actor was evicted. The report is Markdown, printed and
+at the peak, and once every actor was evicted, and so is the live Python heap
+(``chatbot_python_allocated_blocks``), which shows whether the freed memory is
+garbage CPython keeps for reuse or objects still alive. The report is Markdown, printed and
 written to ``bench/results/load-latest.md``.
 """
 
@@ -31,7 +33,14 @@ from typing import Any
 
 from bench._processes import REPO, machine_busy, run_loadgen, wait_until
 from bench.report import markdown_table
-from bench.scenarios import configure_fake, live_actors, percentile, start_fake, start_server
+from bench.scenarios import (
+    configure_fake,
+    live_actors,
+    percentile,
+    server_metric,
+    start_fake,
+    start_server,
+)
 
 __all__ = ["main", "render_load"]
 
@@ -66,6 +75,13 @@ def render_load(result: dict[str, Any]) -> str:
          f"(+{result['rss_after_eviction_mib'] - result['rss_baseline_mib']:.1f} MiB over baseline; "
          f"live actors {result['live_actors_after_eviction']})"],
     ]
+    if result.get("blocks_baseline") and result.get("blocks_after_eviction"):
+        base = result["blocks_baseline"]
+        rows.append([
+            "Python heap, allocated blocks: baseline / after the run / after eviction",
+            f"{base:,.0f} / {result['blocks_after_run']:,.0f} / {result['blocks_after_eviction']:,.0f} "
+            f"(after eviction: {100 * (result['blocks_after_eviction'] / base - 1):+.1f} % over baseline)",
+        ])
     lines = [
         "# chatbot load test",
         "",
@@ -126,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 wait_until(lambda: live_actors(server) == 0, args.evict_seconds * 4 + 30, interval=0.5)
                 time.sleep(1.0)
                 result["rss_baseline_mib"] = server.rss_kib() / 1024
+                result["blocks_baseline"] = server_metric(server, "chatbot_python_allocated_blocks")
                 configure_fake(fake, first_token_delay=args.first_token_delay,
                                token_delay=args.token_delay, chunks=args.chunks, echo_all=True)
                 server.reset_peak()
@@ -142,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 busy_after, _ = machine_busy()
                 result["rss_peak_mib"] = server.peak_kib() / 1024
                 result["live_actors_after_run"] = live_actors(server)
+                result["blocks_after_run"] = server_metric(server, "chatbot_python_allocated_blocks")
                 _log(f"waiting for idle eviction ({args.evict_seconds:g} s)...")
                 evicted = wait_until(lambda: live_actors(server) == 0, args.evict_seconds * 4 + 60, interval=0.5)
                 time.sleep(2.0)
                 result["rss_after_eviction_mib"] = server.rss_kib() / 1024
                 result["live_actors_after_eviction"] = live_actors(server)
+                result["blocks_after_eviction"] = server_metric(server, "chatbot_python_allocated_blocks")
                 result["evicted_all"] = evicted
             finally:
                 server.stop()

@@ -52,7 +52,6 @@ __all__ = [
 
 MODEL: Final = "bench-model"
 SYSTEM_PROMPT: Final = "You are a helpful, concise assistant."
-_LIVE_ACTORS: Final = re.compile(r"^chatbot_live_actors(?:\{[^}]*\})?\s+([0-9.e+]+)", re.MULTILINE)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -219,16 +218,22 @@ def start_server(
     return proc
 
 
-def live_actors(server: Proc) -> int | None:
-    """``chatbot_live_actors`` from ``/metrics``, or None if it is not there."""
+def server_metric(server: Proc, name: str) -> float | None:
+    """An unlabelled gauge or counter from the server's ``/metrics``, or None if absent."""
     try:
         status, text, _ = http_json(f"{server.first_line}/metrics", timeout=10)
     except OSError:
         return None
     if status != 200 or not isinstance(text, str):
         return None
-    match = _LIVE_ACTORS.search(text)
-    return int(float(match.group(1))) if match else None
+    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.e+]+)", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def live_actors(server: Proc) -> int | None:
+    """``chatbot_live_actors`` from ``/metrics``, or None if it is not there."""
+    value = server_metric(server, "chatbot_live_actors")
+    return None if value is None else int(value)
 
 
 def cold_start(store: str, fake_url: str, workdir: Path, *, timeout: float = 60.0) -> dict[str, float]:

@@ -162,30 +162,43 @@ class ConversationActor:
     async def _work_through(self, state: _Conversation, inbox: Inbox, first: Queued) -> None:
         """Serve ``first`` and whatever queues up behind it, in order, then return.
 
-        Meanwhile a reader task takes the inbox over, so Cancel and Snapshot are
-        answered at once. A crash fails everything queued and propagates: the
-        supervisor restarts the actor.
+        A worker task serves the queue while this one goes on reading the inbox, so
+        Cancel and Snapshot are answered at once. A crash in the worker fails the
+        request it was serving and propagates: the supervisor restarts the actor.
+        The requests still queued (a caller told of the crash may have retried at
+        once) go back to the inbox, for the restarted actor to serve.
         """
         queue: deque[Queued] = deque((first,))
         del first
-        # The reader can queue one last request as it is being stopped: go round again.
-        while queue:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._read_while_busy, state, inbox, queue)
-                await self._serve_queue(state, queue)
-                tg.cancel_scope.cancel()
+        try:
+            # The reader can queue one last request as it is being stopped: go round again.
+            while queue:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._serve_queue, state, queue, tg.cancel_scope)
+                    await self._read_while_busy(state, inbox, queue)
+        finally:
+            if queue:
+                inbox.put_back(queue)
+                queue.clear()
 
-    async def _serve_queue(self, state: _Conversation, queue: deque[Queued]) -> None:
+    async def _serve_queue(
+        self, state: _Conversation, queue: deque[Queued], reading: anyio.CancelScope
+    ) -> None:
+        """Serve the queue until it is empty, then stop the reader.
+
+        The worker does the stopping: on asyncio, cancelling a scope formats the
+        calling task, which gives that task's coroutine a frame object for good;
+        better a short-lived worker than the actor.
+        """
         while queue:
             request = queue.popleft()
             try:
                 await self._serve(state, request)
             except Exception:
-                crashed = _crashed(self.conversation_id)
-                for failed in (request, *queue):
-                    _fail_queued(failed, crashed)
-                queue.clear()
+                # Only this request is lost; the ones behind it go to the restarted actor.
+                _fail_queued(request, _crashed(self.conversation_id))
                 raise
+        reading.cancel()
 
     async def _read_while_busy(self, state: _Conversation, inbox: Inbox, queue: deque[Queued]) -> None:
         """Answer Cancel and Snapshot at once and queue the rest, until stopped or closed.

@@ -7,6 +7,7 @@ supervisor creates handles.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
 import anyio
@@ -128,6 +129,17 @@ class Inbox:
             self._writable = None
             writable.set()
         return request
+
+    def put_back(self, requests: Iterable[Request]) -> None:
+        """Return requests that were taken but never started to the front, in order.
+
+        They were admitted once, so the size limit does not apply; after :meth:`shut`
+        they go where every other request left behind goes.
+        """
+        self._requests[:0] = requests
+        if self._requests and (readable := self._readable) is not None:
+            self._readable = None
+            readable.set()
 
     def shut(self) -> list[Request]:
         """The actor leaves: writers are refused from now on. Returns what was never taken."""

@@ -47,7 +47,7 @@ from ._handle import ActorGone, ConversationHandle, Inbox, TurnStream
 from ._http_client import create_http_client
 from ._instrumentation import Instrumentation, NoInstrumentation
 from ._messages import Message, Reply
-from .providers import create_provider
+from .providers import Provider, create_provider
 from .store import ConversationInfo, MemoryStore, Store
 
 __all__ = ["Supervisor", "SupervisorStatistics", "new_conversation_id"]
@@ -64,6 +64,9 @@ _RESTART_WINDOW = 30.0
 # New conversations whose first actor can start without reading the store (see
 # Supervisor._remember_created). Forgetting one only costs that actor one store read.
 _CREATED_MAX = 1024
+
+# Provider configs whose adapter conversations share (see _SharedProviders).
+_SHARED_PROVIDERS_MAX = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +90,31 @@ class _Slot:
     handle: ConversationHandle | None = None
     last_used: float = 0.0
     turns_open: int = 0
+
+
+class _SharedProviders:
+    """A provider factory that gives conversations with equal configs the same adapter.
+
+    Adapters are immutable and keep nothing between calls, yet each holds its config
+    and prepared request parts (about a kilobyte): one per idle conversation adds up.
+    """
+
+    __slots__ = ("_factory", "_made")
+
+    def __init__(self, factory: ProviderFactory) -> None:
+        self._factory = factory
+        self._made: OrderedDict[ProviderConfig, tuple[httpx.AsyncClient, Provider]] = OrderedDict()
+
+    def __call__(self, config: ProviderConfig, client: httpx.AsyncClient) -> Provider:
+        made = self._made.get(config)
+        if made is not None and made[0] is client:
+            self._made.move_to_end(config)
+            return made[1]
+        provider = self._factory(config, client)
+        self._made[config] = (client, provider)
+        if len(self._made) > _SHARED_PROVIDERS_MAX:
+            self._made.popitem(last=False)
+        return provider
 
 
 @attrs.define(eq=False, slots=True)
@@ -143,6 +171,7 @@ class Supervisor:
         self.limits = limits or Limits()
         self.instrumentation: Instrumentation = instrumentation or NoInstrumentation()
         self._provider_factory = provider_factory
+        self._shared_providers = _SharedProviders(provider_factory)
         self._given_client = http_client
         self._client: httpx.AsyncClient | None = http_client
         self._shutdown_grace = shutdown_grace
@@ -237,7 +266,8 @@ class Supervisor:
                 slot = _Slot(conversation_id)
                 self._slots[conversation_id] = slot
                 await self._spawn(slot, owner)
-            elif slot.handle is None:
+                continue  # it got ready in its own task: it may even be evicted already
+            if slot.handle is None:
                 assert slot.ready is not None
                 await slot.ready.wait()
                 continue
@@ -285,6 +315,7 @@ class Supervisor:
         current = self._slots.get(slot.conversation_id) is slot
         if error is None:
             slot.handle = handle
+            slot.last_used = anyio.current_time()
             self._spawned += 1
             if not current or not self._running:
                 handle.close()  # deleted or shut down meanwhile: the actor just exits
@@ -302,11 +333,14 @@ class Supervisor:
         assert self._tg is not None
         try:
             async for order in orders:
-                if self._running:
-                    self._tg.start_soon(self._supervise, order)
-                else:
+                if not self._running:
                     self._settle_spawn(order, _shutting_down())
-                del order
+                    continue
+                try:
+                    self._tg.start_soon(self._supervise, order)
+                except BaseException:
+                    self._settle_spawn(order, _shutting_down())  # nobody waits forever
+                    raise
         finally:
             with orders:
                 while True:
@@ -356,7 +390,7 @@ class Supervisor:
         actor = ConversationActor(
             conversation_id=slot.conversation_id,
             store=self.store,
-            provider_factory=self._provider_factory,
+            provider_factory=self._shared_providers,
             http_client=self._client,
             policy=self.policy,
             limits=self.limits,
@@ -391,7 +425,8 @@ class Supervisor:
                         )
                         return
         finally:
-            self._settle_spawn(order, _shutting_down())  # cancelled before it was ready
+            if not order.settled:
+                self._settle_spawn(order, _shutting_down())  # cancelled before it was ready
             if self._slots.get(slot.conversation_id) is slot:
                 del self._slots[slot.conversation_id]
             _fail_remaining(inbox)

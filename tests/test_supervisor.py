@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import AsyncGenerator
+from contextvars import ContextVar
+
 import anyio
+import attrs
 import pytest
 
 from chatbot import (
@@ -10,18 +16,20 @@ from chatbot import (
     Busy,
     LimitExceeded,
     Limits,
+    Message,
     NotConnected,
     ProviderConfig,
     Role,
     ShuttingDown,
+    StoreError,
     Supervisor,
     TurnStream,
     UpstreamPolicy,
     UpstreamUnavailable,
     Usage,
 )
-from chatbot.providers import StreamEnd
-from chatbot.store import MemoryStore
+from chatbot.providers import ChatRequest, StreamEnd, StreamEvent
+from chatbot.store import ConversationInfo, MemoryStore
 from tests.fakes.scripted import Hang, ScriptedProvider
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +138,39 @@ async def test_a_crash_is_contained_and_the_actor_restarts() -> None:
         assert [m.content for m in await sup.history("c1")] == [
             "before", "You said: before", "after", "You said: after",
         ]
+        assert sup.statistics().restarts == 1
+
+
+async def test_a_retry_right_after_a_crash_reaches_the_restarted_actor() -> None:
+    """The caller hears of the crash before the actor is gone: its retry must not be lost."""
+    provider = ScriptedProvider()
+    async with supervisor(provider) as sup:
+        await sup.chat("c1", "before")
+        provider.enqueue(RuntimeError("bug in an adapter"))
+        with pytest.raises(ActorCrashed):
+            await sup.chat("c1", "boom")
+        with anyio.fail_after(5):
+            assert (await sup.chat("c1", "after")).text == "You said: after"
+        assert [m.content for m in await sup.history("c1")] == [
+            "before", "You said: before", "after", "You said: after",
+        ]
+
+
+async def test_turns_queued_behind_a_crash_are_served_after_the_restart() -> None:
+    provider = ScriptedProvider()
+    release = anyio.Event()
+    async with supervisor(provider) as sup:
+        provider.enqueue(Hang(release), RuntimeError("bug in an adapter"))
+        async with (
+            sup.open_turn("c1", "boom") as crashing,
+            sup.open_turn("c1", "queued") as queued,
+        ):
+            release.set()
+            with pytest.raises(ActorCrashed):
+                await crashing.wait_reply()
+            with anyio.fail_after(5):
+                assert (await queued.wait_reply()).text == "You said: queued"
+        assert [m.content for m in await sup.history("c1")] == ["queued", "You said: queued"]
         assert sup.statistics().restarts == 1
 
 
@@ -312,3 +353,162 @@ async def test_errors_leave_the_supervisor_block_unwrapped() -> None:
         async with supervisor(ScriptedProvider()) as sup:
             await sup.chat("c1", "hello")
             raise ValueError("mine")
+
+
+async def test_actors_come_and_go_under_load_without_hanging() -> None:
+    provider = ScriptedProvider()
+    conversations, turns = 50, 200
+    limits = Limits(idle_evict_after=0.02)
+    with anyio.fail_after(120):  # a hang guard, not a timing assertion
+        async with supervisor(provider, limits=limits) as sup:
+            async def converse(i: int) -> None:
+                for t in range(turns):
+                    reply = await sup.chat(f"c{i}", f"{i}-{t}")
+                    assert reply.text == f"You said: {i}-{t}"
+                    if t % 50 == 49:
+                        await anyio.sleep(0.05)  # idle long enough to be evicted
+
+            async with anyio.create_task_group() as tg:
+                for i in range(conversations):
+                    tg.start_soon(converse, i)
+            for i in range(conversations):
+                assert len(await sup.history(f"c{i}")) == 2 * turns
+            stats = sup.statistics()
+    assert stats.evicted > 0
+    assert stats.spawned > conversations
+    assert stats.restarts == 0
+
+
+
+async def test_conversations_with_the_same_config_share_one_adapter() -> None:
+    provider = ScriptedProvider()
+    made: list[ProviderConfig] = []
+
+    def factory(config: ProviderConfig, client: object) -> object:
+        made.append(config)
+        return provider.factory(config, client)  # type: ignore[arg-type]
+
+    other = ProviderConfig(provider="claude", model="claude-test", api_key="k")
+    async with Supervisor(default_config=CONFIG, provider_factory=factory) as sup:  # type: ignore[arg-type]
+        for i in range(5):
+            await sup.chat(f"c{i}", "hi")
+        await sup.connect("c0", other)
+        await sup.chat("c0", "again")
+        await sup.chat("c5", "hi")
+    assert made == [CONFIG, other]
+
+
+_REQUEST: ContextVar[object] = ContextVar("request")
+
+
+class _RequestState:
+    """Stands for what a web framework binds to a request's context."""
+
+
+@attrs.define
+class _ContextProbe(ScriptedProvider):
+    """Records what the actor sees of ``_REQUEST`` while it serves a turn."""
+
+    seen: list[object] = attrs.field(factory=list)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        self.seen.append(_REQUEST.get(None))
+        async for event in ScriptedProvider.stream(self, request):
+            yield event
+
+
+async def test_an_actor_neither_sees_nor_keeps_the_context_of_the_caller_that_spawned_it() -> None:
+    provider = _ContextProbe()
+    state = _RequestState()
+    alive = weakref.ref(state)
+
+    async def handle_request(state: _RequestState) -> None:
+        _REQUEST.set(state)
+        await sup.chat("c1", "hello")  # spawns the actor
+
+    async with supervisor(provider) as sup:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle_request, state)
+        del state
+        gc.collect()
+        assert sup.statistics().live_actors == 1
+        assert alive() is None  # the live actor does not keep the request's context
+        await sup.chat("c1", "again")
+    assert provider.seen == [None, None]
+
+
+class _SlowStore:
+    """A memory store whose loading waits for ``release``, then fails if ``fail`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.release = anyio.Event()
+        self.fail = False
+        self.loads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def _loading(self) -> None:
+        self.loads += 1
+        await self.release.wait()
+        if self.fail:
+            raise StoreError("The database is unreachable.")
+
+    async def load_conversation(
+        self, conversation_id: str
+    ) -> tuple[ConversationInfo, tuple[Message, ...]] | None:
+        await self._loading()
+        return await self.inner.load_conversation(conversation_id)
+
+    async def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        await self._loading()
+        return await self.inner.get_conversation(conversation_id)
+
+
+async def test_a_failed_spawn_raises_the_store_error_to_the_caller_and_is_retried_next_time() -> None:
+    store = _SlowStore()
+    store.release.set()
+    store.fail = True
+    async with supervisor(ScriptedProvider(), store=store) as sup:
+        with pytest.raises(StoreError, match="unreachable"):
+            await sup.chat("c1", "hello")
+        assert sup.statistics().live_actors == 0
+        store.fail = False
+        assert (await sup.chat("c1", "hello")).text == "You said: hello"
+        assert sup.statistics().spawned == 1
+
+
+async def test_callers_arriving_during_a_spawn_share_one_actor_even_if_the_first_gives_up() -> None:
+    store = _SlowStore()
+    async with supervisor(ScriptedProvider(), store=store) as sup:
+        with anyio.move_on_after(0.05):
+            await sup.chat("c1", "abandoned")  # waits for the load, then is cancelled
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(sup.chat, "c1", f"hello {i}")
+            await anyio.sleep(0.05)
+            store.release.set()
+        assert sup.statistics().spawned == 1
+        assert len(await sup.history("c1")) == 6
+
+
+async def test_shutting_down_during_a_spawn_answers_the_waiting_caller() -> None:
+    store = _SlowStore()  # never released: the actor is still loading at shutdown
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await sup.chat("c1", "hello")
+        except ShuttingDown as exc:
+            outcome.append(exc)
+
+    sup = supervisor(ScriptedProvider(), store=store, shutdown_grace=0.05)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers:
+            await sup.__aenter__()
+            callers.start_soon(call)
+            while not store.loads:
+                await anyio.sleep(0.01)
+            await sup.__aexit__(None, None, None)
+    assert outcome and isinstance(outcome[0], ShuttingDown)

@@ -17,6 +17,7 @@ without limit.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, Protocol, final
 
@@ -110,6 +111,25 @@ class _SupervisorCollector:
         )
 
 
+class _HeapCollector:
+    """How many memory blocks the Python allocator has handed out and not taken back.
+
+    Unlike the resident size, this falls back once objects are freed: CPython keeps
+    the memory of a busy hour for reuse, so after idle actors are evicted the RSS
+    stays up while this returns to where it was. It tells a leak from a high-water mark.
+    """
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "chatbot_python_allocated_blocks",
+            "Memory blocks currently allocated by the Python interpreter (live objects).",
+            value=sys.getallocatedblocks(),
+        )
+
+
 @final
 class Metrics:
     """The metric families of one server, in a registry of their own."""
@@ -122,6 +142,7 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+        registry.register(_HeapCollector())
         self._supervisor = _SupervisorCollector()
         self._watching = False
         self._models: dict[str, set[str]] = {}

@@ -276,8 +276,10 @@ async def test_metrics_speak_openmetrics_when_asked() -> None:
     assert response.content_type.startswith("application/openmetrics-text")
     text = await response.get_data(as_text=True)
     assert text.rstrip().endswith("# EOF")
-    names = {family.name for family in text_string_to_metric_families(text.replace("# EOF", ""))}
-    assert "chatbot_live_actors" in names
+    families = {family.name: family for family in text_string_to_metric_families(text.replace("# EOF", ""))}
+    assert "chatbot_live_actors" in families
+    (blocks,) = families["chatbot_python_allocated_blocks"].samples
+    assert blocks.value > 10_000  # the interpreter's own objects, at the least
 
 
 async def test_healthz_and_readyz() -> None:
