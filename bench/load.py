@@ -44,6 +44,8 @@ from bench.scenarios import (
 
 __all__ = ["main", "render_load"]
 
+_SETTLE_SECONDS = 35.0
+
 
 def _log(message: str) -> None:
     print(f"bench.load: {message}", file=sys.stderr, flush=True)
@@ -81,6 +83,13 @@ def render_load(result: dict[str, Any]) -> str:
             "Python heap, allocated blocks: baseline / after the run / after eviction",
             f"{base:,.0f} / {result['blocks_after_run']:,.0f} / {result['blocks_after_eviction']:,.0f} "
             f"(after eviction: {100 * (result['blocks_after_eviction'] / base - 1):+.1f} % over baseline)",
+        ])
+    if result.get("blocks_baseline") and result.get("blocks_settled"):
+        base = result["blocks_baseline"]
+        rows.append([
+            f"{_SETTLE_SECONDS:g} s later (idle upstream connections closed): allocated blocks / RSS",
+            f"{result['blocks_settled']:,.0f} ({100 * (result['blocks_settled'] / base - 1):+.1f} % over baseline)"
+            f" / {result['rss_settled_mib']:.1f} MiB",
         ])
     lines = [
         "# chatbot load test",
@@ -166,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                 result["rss_after_eviction_mib"] = server.rss_kib() / 1024
                 result["live_actors_after_eviction"] = live_actors(server)
                 result["blocks_after_eviction"] = server_metric(server, "chatbot_python_allocated_blocks")
+                # Idle upstream connections close after 30 s (the client's keep-alive expiry).
+                time.sleep(_SETTLE_SECONDS)
+                result["blocks_settled"] = server_metric(server, "chatbot_python_allocated_blocks")
+                result["rss_settled_mib"] = server.rss_kib() / 1024
                 result["evicted_all"] = evicted
             finally:
                 server.stop()

@@ -181,7 +181,7 @@ async def delete_conversation(conversation_id: str) -> Response:
     session = current_session()
     await check_owned(web, session, conversation_id)
     await web.supervisor.delete(conversation_id)
-    session.owned.discard(conversation_id)
+    session.forget_owned(conversation_id)
     if session.current_conversation == conversation_id:
         await make_current(web, session, None)
     return json_response({"ok": True})

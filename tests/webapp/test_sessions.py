@@ -13,7 +13,7 @@ from quart.typing import TestClientProtocol as Client
 
 from chatbot.store import MemoryStore
 from chatbot.webapp.security import BaseUrlPolicy
-from chatbot.webapp.sessions import COOKIE_NAME, SessionManager
+from chatbot.webapp.sessions import COOKIE_NAME, BrowserSession, SessionManager
 
 from .conftest import CANARY_KEY, Web, open_web, settings_with
 
@@ -257,3 +257,22 @@ async def test_a_restart_without_a_secret_key_asks_to_reconnect() -> None:
         )
         assert reply["conversation_id"] == cid
         assert len(again.provider.requests[-1].messages) == 3
+
+
+def test_a_session_remembers_and_forgets_its_conversations_past_the_small_size() -> None:
+    session = BrowserSession(id="s")
+    ids = [f"c{n}" for n in range(20)]
+    for conversation_id in ids:
+        session.remember_owned(conversation_id)
+        session.remember_owned(conversation_id)  # twice changes nothing
+    assert all(conversation_id in session.owned for conversation_id in ids)
+    assert len(session.owned) == len(ids)
+    session.forget_owned("c3")
+    assert "c3" not in session.owned and "c4" in session.owned
+
+    small = BrowserSession(id="t")
+    small.remember_owned("a")
+    small.remember_owned("b")
+    small.forget_owned("a")
+    assert "a" not in small.owned and "b" in small.owned
+
