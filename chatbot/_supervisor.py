@@ -97,21 +97,21 @@ class _SharedProviders:
 
     Adapters are immutable and keep nothing between calls, yet each holds its config
     and prepared request parts (about a kilobyte): one per idle conversation adds up.
+    One supervisor has one HTTP client, so the config alone tells adapters apart.
     """
 
     __slots__ = ("_factory", "_made")
 
     def __init__(self, factory: ProviderFactory) -> None:
         self._factory = factory
-        self._made: OrderedDict[ProviderConfig, tuple[httpx.AsyncClient, Provider]] = OrderedDict()
+        self._made: OrderedDict[ProviderConfig, Provider] = OrderedDict()
 
     def __call__(self, config: ProviderConfig, client: httpx.AsyncClient) -> Provider:
-        made = self._made.get(config)
-        if made is not None and made[0] is client:
+        provider = self._made.get(config)
+        if provider is not None:
             self._made.move_to_end(config)
-            return made[1]
-        provider = self._factory(config, client)
-        self._made[config] = (client, provider)
+            return provider
+        provider = self._made[config] = self._factory(config, client)
         if len(self._made) > _SHARED_PROVIDERS_MAX:
             self._made.popitem(last=False)
         return provider

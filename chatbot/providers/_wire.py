@@ -237,7 +237,7 @@ def _text_of(
                 pieces.append(piece)
     except ProviderError as exc:
         return "".join(pieces), exc
-    return pieces[0] if len(pieces) == 1 else "".join(pieces), None
+    return "".join(pieces), None
 
 
 async def get_json(
