@@ -4,6 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
+# jemalloc, when installed (Debian: libjemalloc2), hands the memory of a busy spell back
+# to the system; the Docker image and the benchmarks set it up the same way
+# (docs/operations.md, "Memory"). JEMALLOC= runs on CPython's own allocator.
+JEMALLOC      ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2))
+JEMALLOC_CONF := background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0
+MALLOC_ENV    := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) PYTHONMALLOC=malloc MALLOC_CONF=$(JEMALLOC_CONF))
+
 .PHONY: run test lint typecheck bench bench-compare bench-store wheel clean venv
 
 venv: $(STAMP)
@@ -16,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: venv ## start the web UI on http://localhost:8080 (SQLite store in ./data)
-	$(BIN)/chatbot web
+	env $(MALLOC_ENV) $(BIN)/chatbot web
 
 test: venv ## the whole suite: lint, Dockerfile lint, unit, integration, browser
 	$(BIN)/ruff check chatbot tests bench

@@ -11,6 +11,7 @@ else was competing for the two cores.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -30,6 +31,8 @@ __all__ = [
     "REPO",
     "CpuSample",
     "Proc",
+    "allocator_env",
+    "allocator_name",
     "free_port",
     "http_json",
     "machine_busy",
@@ -41,6 +44,36 @@ __all__ = [
 REPO: Final = Path(__file__).resolve().parent.parent
 _TICK: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KIB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# Where distributions install jemalloc, and how it is set up: the same as `make run` and
+# the Docker image (docs/operations.md, "Memory").
+_JEMALLOC_CONF: Final = "background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0"
+_JEMALLOC_PATTERNS: Final = (
+    "/usr/lib/*-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+    "/usr/local/lib/libjemalloc.so.2",
+)
+
+
+def allocator_env() -> dict[str, str]:
+    """The allocator settings every benchmarked server process gets (ours, bare stack, LiteLLM).
+
+    jemalloc when it is installed, as in production; ``BENCH_ALLOCATOR=pymalloc`` keeps
+    CPython's own allocator.
+    """
+    if os.environ.get("BENCH_ALLOCATOR", "auto") == "pymalloc":
+        return {}
+    for pattern in _JEMALLOC_PATTERNS:
+        for path in sorted(glob.glob(pattern)):
+            return {"LD_PRELOAD": path, "PYTHONMALLOC": "malloc", "MALLOC_CONF": _JEMALLOC_CONF}
+    return {}
+
+
+def allocator_name() -> str:
+    """How :func:`allocator_env` sets memory up, for the reports."""
+    env = allocator_env()
+    return f"jemalloc ({env['LD_PRELOAD']})" if env else "CPython's pymalloc"
 
 
 def free_port() -> int:

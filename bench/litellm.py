@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from bench._processes import Proc, free_port, http_json, start, wait_until
+from bench._processes import Proc, allocator_env, free_port, http_json, start, wait_until
 
 __all__ = ["LITELLM_MODEL", "ensure_litellm", "litellm_version", "start_litellm"]
 
@@ -95,6 +95,7 @@ def start_litellm(upstream_url: str, workdir: Path, *, timeout: float = 90.0) ->
     config.write_text(_config(upstream_url))
     port = free_port()
     env = {
+        **allocator_env(),
         "PATH": f"{_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": str(workdir),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",

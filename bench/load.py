@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench._processes import REPO, machine_busy, run_loadgen, wait_until
+from bench._processes import REPO, allocator_name, machine_busy, run_loadgen, wait_until
 from bench.report import markdown_table
 from bench.scenarios import (
     configure_fake,
@@ -95,6 +95,7 @@ def render_load(result: dict[str, Any]) -> str:
         "# chatbot load test",
         "",
         f"{result['date']} · `{result['command']}` · store: {result['store']} · "
+        f"allocator: {result.get('allocator', 'not recorded')} · "
         f"**{'PASS' if ok else 'FAIL'}**",
         "",
         markdown_table(["", "value"], rows),
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "store": args.store,
+        "allocator": allocator_name(),
         "sessions": args.sessions,
         "turns_per_session": args.turns,
         "first_token_ms": args.first_token_delay * 1000,
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["blocks_after_run"] = server_metric(server, "chatbot_python_allocated_blocks")
                 _log(f"waiting for idle eviction ({args.evict_seconds:g} s)...")
                 evicted = wait_until(lambda: live_actors(server) == 0, args.evict_seconds * 4 + 60, interval=0.5)
-                time.sleep(2.0)
+                time.sleep(4.0)  # the server collects garbage a second or two after the last eviction
                 result["rss_after_eviction_mib"] = server.rss_kib() / 1024
                 result["live_actors_after_eviction"] = live_actors(server)
                 result["blocks_after_eviction"] = server_metric(server, "chatbot_python_allocated_blocks")

@@ -224,6 +224,7 @@ def render(results: Mapping[str, Any]) -> str:
         "",
         f"{meta['date']} · `{meta['command']}` · {machine['cores']} cores ({machine['cpu']}), "
         f"{machine['memory_mib']:,} MiB RAM, Python {machine['python']}, Linux {machine['kernel']}"
+        + (f", allocator: {machine['allocator']}" if machine.get("allocator") else "")
         + (f" · LiteLLM {meta['litellm']}" if meta.get("litellm") else "")
         + f" · took {meta.get('duration_s', 0):.0f} s",
         "",

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import attrs
 
-from bench._processes import REPO, Proc, run_loadgen, wait_until
+from bench._processes import REPO, Proc, allocator_name, run_loadgen, wait_until
 from bench.report import render
 from bench.scenarios import (
     Measurement,
@@ -129,6 +129,7 @@ def _machine() -> dict[str, Any]:
         "memory_mib": memory,
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "allocator": allocator_name(),
     }
 
 
@@ -249,6 +250,11 @@ def _create_conversations(server: Proc, count: int) -> dict[str, Any]:
     }, timeout=1200)
 
 
+# Seconds to wait before reading the RSS after a spell of load: the server runs a full
+# garbage collection a second or two after its actors stop coming and going.
+_SETTLE_AFTER_LOAD = 4.0
+
+
 def _settle(server: Proc, seconds: float = 1.0) -> int:
     time.sleep(seconds)
     return server.rss_kib()
@@ -271,7 +277,7 @@ def memory_scenario(plan: Plan, store: str, fake: Proc, workdir: Path) -> dict[s
         result["create_seconds"] = time.perf_counter() - began
         result["create_errors"] = created["errors"]
         result["create_error_samples"] = created["error_samples"][:3]
-        after = _settle(server, 2.0)
+        after = _settle(server, _SETTLE_AFTER_LOAD)
         result["live_actors"] = live_actors(server)
         result["rss_after_mib"] = after / 1024
         result["per_conversation_kib"] = (after - before) / count
@@ -291,7 +297,7 @@ def memory_scenario(plan: Plan, store: str, fake: Proc, workdir: Path) -> dict[s
         evicted = wait_until(lambda: live_actors(server) == 0, plan.evict_seconds * 4 + 30, interval=0.5)
         result["evicted_all"] = evicted
         result["live_actors_after_eviction"] = live_actors(server)
-        result["rss_after_eviction_mib"] = _settle(server, 2.0) / 1024
+        result["rss_after_eviction_mib"] = _settle(server, _SETTLE_AFTER_LOAD) / 1024
     finally:
         server.stop()
     return result

@@ -26,6 +26,7 @@ import attrs
 from bench._processes import (
     REPO,
     Proc,
+    allocator_env,
     free_port,
     http_json,
     machine_busy,
@@ -147,7 +148,8 @@ def start_bare_stack(fake_url: str, workdir: Path) -> Proc:
 
 
 def _base_env(workdir: Path) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "LANG": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "LANG": "C.UTF-8",
+           **allocator_env()}
     for name in ("TMPDIR", "PYTHONHASHSEED"):
         if name in os.environ:
             env[name] = os.environ[name]

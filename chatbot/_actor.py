@@ -24,6 +24,7 @@ from contextlib import aclosing
 from typing import final
 
 import anyio
+import anyio.lowlevel
 import attrs
 import httpx
 from anyio.abc import TaskStatus
@@ -148,9 +149,13 @@ class ConversationActor:
         task_status.started()
         while True:
             try:
-                request = await inbox.receive()
+                request = inbox.take()
             except anyio.EndOfStream:
                 return  # closed by the supervisor (idle, evicted, shutting down)
+            if request is None:
+                await inbox.readable()  # parked right here: no frame for a receive() call
+                continue
+            await anyio.lowlevel.checkpoint()
             if isinstance(request, Snapshot):
                 await self._snapshot(state, request, refresh=True)
             elif isinstance(request, Cancel):
@@ -248,10 +253,11 @@ class ConversationActor:
         default = self.default_config
         if default is None or info.provider != default.provider:
             return default
-        return default.evolve(
-            model=info.model or default.model,
-            system_prompt=info.system_prompt if info.system_prompt is not None else default.system_prompt,
-        )
+        model = info.model or default.model
+        system_prompt = info.system_prompt if info.system_prompt is not None else default.system_prompt
+        if (model, system_prompt) == (default.model, default.system_prompt):
+            return default  # shared, not copied: most conversations use the default as it is
+        return default.evolve(model=model, system_prompt=system_prompt)
 
     async def _refresh(self, state: _Conversation) -> None:
         """Reload the history if another process changed the stored conversation."""

@@ -65,6 +65,9 @@ _RESTART_WINDOW = 30.0
 # Supervisor._remember_created). Forgetting one only costs that actor one store read.
 _CREATED_MAX = 1024
 
+# Every actor task's name: one string for all, not one built per task.
+_ACTOR_TASK_NAME = "chatbot conversation actor"
+
 # Provider configs whose adapter conversations share (see _SharedProviders).
 _SHARED_PROVIDERS_MAX = 256
 
@@ -337,7 +340,7 @@ class Supervisor:
                     self._settle_spawn(order, _shutting_down())
                     continue
                 try:
-                    self._tg.start_soon(self._supervise, order)
+                    self._tg.start_soon(self._supervise, order, name=_ACTOR_TASK_NAME)
                 except BaseException:
                     self._settle_spawn(order, _shutting_down())  # nobody waits forever
                     raise

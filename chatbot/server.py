@@ -18,7 +18,6 @@ environment is logged and shown in the UI, and browsers can connect their own.
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import socket
@@ -31,6 +30,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from chatbot._config import Settings
+from chatbot._housekeeping import collect_when_quiet, settle_garbage_collector
 from chatbot._supervisor import Supervisor
 from chatbot.store import open_store
 from chatbot.telemetry import Telemetry, configure_logging
@@ -54,20 +54,8 @@ def serve(settings: Settings) -> None:
         OSError: the address cannot be bound (in use, not allowed).
     """
     configure_logging(settings)
-    _settle_garbage_collector()
+    settle_garbage_collector()
     anyio.run(main, settings, backend="asyncio", backend_options={"use_uvloop": True})
-
-
-def _settle_garbage_collector() -> None:
-    """Keep the cyclic garbage collector off everything imported at start-up.
-
-    Modules, classes and functions live as long as the process, yet every full
-    collection walked them again: under load that was about a twentieth of the
-    server's CPU, in pauses of tens of milliseconds. Frozen, they are skipped.
-    The thresholds stay as they are: rarer collections let cyclic garbage pile up.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def main(
@@ -103,7 +91,10 @@ async def main(
             app = create_app(supervisor, settings, telemetry=telemetry)
             port = listener.getsockname()[1]
             print(f"chatbot web UI on http://{_url_host(settings.host)}:{port}", flush=True)
-            await run_app(app, listener, stop=stop)
+            async with anyio.create_task_group() as housekeeping:
+                housekeeping.start_soon(collect_when_quiet, supervisor.statistics)
+                await run_app(app, listener, stop=stop)
+                housekeeping.cancel_scope.cancel()
     finally:
         listener.close()  # a no-op once Hypercorn took it over
         telemetry.shutdown()

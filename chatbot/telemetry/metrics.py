@@ -117,6 +117,8 @@ class _HeapCollector:
     Unlike the resident size, this falls back once objects are freed: CPython keeps
     the memory of a busy hour for reuse, so after idle actors are evicted the RSS
     stays up while this returns to where it was. It tells a leak from a high-water mark.
+    Only CPython's own allocator counts blocks: under ``PYTHONMALLOC=malloc`` (with
+    jemalloc, say) there is no such figure, and the gauge is left out.
     """
 
     def describe(self) -> list[Metric]:
@@ -142,7 +144,8 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-        registry.register(_HeapCollector())
+        if sys.getallocatedblocks():  # zero when CPython's allocator is not in use
+            registry.register(_HeapCollector())
         self._supervisor = _SupervisorCollector()
         self._watching = False
         self._models: dict[str, set[str]] = {}

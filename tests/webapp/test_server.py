@@ -94,6 +94,43 @@ def test_the_server_serves_the_ui_and_the_api(server: Server) -> None:
     assert server.stop(signal.SIGINT) == 0
 
 
+def _make_run_allocator_env() -> dict[str, str]:
+    """The allocator variables ``make run`` sets, read from the command it would run."""
+    repo = Path(__file__).resolve().parents[2]
+    command = subprocess.run(
+        ["make", "-s", "-n", "run"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1]
+    words = command.split()
+    assert words[0] == "env" and words[-2:] == [".venv/bin/chatbot", "web"], command
+    return dict(word.split("=", 1) for word in words[1:-2])
+
+
+def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    allocator = _make_run_allocator_env()
+    if not allocator:
+        pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
+    assert allocator["PYTHONMALLOC"] == "malloc"
+    with start_server(
+        tmp_path,
+        **allocator,
+        PROVIDER="openai",
+        OPENAI_API_KEY=DEFAULT_API_KEY,
+        MODEL="fake-model",
+        BASE_URL=fake_upstream.url,
+    ) as running:
+        maps = Path(f"/proc/{running.process.pid}/maps").read_text()
+        assert "libjemalloc" in maps
+        with httpx.Client(base_url=running.url, timeout=10) as client:
+            reply = client.post("/api/chat", json={"message": "on jemalloc"}).json()
+            assert reply["reply"] == "You said: on jemalloc"
+            metrics = client.get("/metrics").text
+        # CPython's allocator counts blocks; with PYTHONMALLOC=malloc there is nothing to count.
+        assert "chatbot_python_allocated_blocks" not in metrics
+        assert "process_resident_memory_bytes" in metrics
+        assert running.stop() == 0
+        assert "Invalid conf" not in running.process.stderr.read()  # type: ignore[union-attr]
+
+
 def test_sigterm_ends_streams_gracefully(server: Server, fake_upstream: FakeUpstream) -> None:
     fake_upstream.enqueue(Reply(text="one two three four five six seven eight", chunks=8, token_delay=0.5))
     with (

@@ -1,0 +1,82 @@
+"""The server's collector policy: one full collection once a busy spell is over."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from chatbot import Limits, ProviderConfig, Supervisor
+from chatbot._housekeeping import collect_when_quiet
+from chatbot._supervisor import SupervisorStatistics
+from tests.fakes.scripted import ScriptedProvider
+
+pytestmark = pytest.mark.anyio
+
+
+class _Counters:
+    """Stands in for the supervisor's statistics and for ``gc.collect``."""
+
+    def __init__(self, spawned: int) -> None:
+        self.spawned = spawned
+        self.evicted = 0
+        self.collections: list[tuple[int, int]] = []
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(
+            live_actors=self.spawned - self.evicted, inbox_depth=0, spawned=self.spawned,
+            evicted=self.evicted, restarts=0, running=True,
+        )
+
+    def collect(self) -> int:
+        self.collections.append((self.spawned, self.evicted))
+        return 0
+
+
+async def test_collects_once_per_spell_when_the_counters_stop_moving() -> None:
+    counters = _Counters(spawned=10)  # what happened before the task started does not count
+
+    async def look(*, spawned: int = 0, evicted: int = 0) -> None:
+        counters.spawned += spawned
+        counters.evicted += evicted
+        await anyio.sleep(0.1)  # several looks at the counters
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: collect_when_quiet(
+            counters.statistics, every=0.02, actors=5, collect=counters.collect
+        ))
+        await look()  # the task reads the starting counts
+        await look(spawned=4)
+        assert counters.collections == []  # a spell of 4 is not worth a collection
+        await look(evicted=1)
+        assert counters.collections == [(14, 1)]  # 5 came and went, then nothing moved
+        await look()
+        assert counters.collections == [(14, 1)]  # one collection per spell
+        for _ in range(20):  # steady churn: the counters move at every look
+            counters.spawned += 1
+            await anyio.sleep(0.004)
+        await look()
+        assert counters.collections == [(14, 1), (34, 1)]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_real_supervisors_spell_of_turns_and_evictions_ends_in_a_collection() -> None:
+    provider = ScriptedProvider()
+    collections: list[int] = []
+    config = ProviderConfig(provider="openai", model="gpt-test", api_key="sk-test")
+    limits = Limits(idle_evict_after=0.02)
+    async with (
+        Supervisor(provider_factory=provider.factory, default_config=config, limits=limits) as sup,
+        anyio.create_task_group() as tg,
+    ):
+        def collect() -> int:
+            collections.append(sup.statistics().evicted)
+            return 0
+
+        tg.start_soon(lambda: collect_when_quiet(sup.statistics, every=0.05, actors=6, collect=collect))
+        for i in range(3):
+            await sup.chat(f"c{i}", "hello")
+        with anyio.fail_after(5):
+            while not collections:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert collections[0] == 3  # three spawns and three evictions, then quiet
