@@ -24,7 +24,6 @@ from contextlib import aclosing
 from typing import final
 
 import anyio
-import anyio.lowlevel
 import attrs
 import httpx
 from anyio.abc import TaskStatus
@@ -153,9 +152,10 @@ class ConversationActor:
             except anyio.EndOfStream:
                 return  # closed by the supervisor (idle, evicted, shutting down)
             if request is None:
-                await inbox.readable()  # parked right here: no frame for a receive() call
+                # Parked right here, without a frame for a receive() call. Taking without
+                # waiting needs no checkpoint: the inbox is bounded, and turns await anyway.
+                await inbox.readable()
                 continue
-            await anyio.lowlevel.checkpoint()
             if isinstance(request, Snapshot):
                 await self._snapshot(state, request, refresh=True)
             elif isinstance(request, Cancel):
