@@ -84,13 +84,13 @@ def render_load(result: dict[str, Any]) -> str:
             f"{base:,.0f} / {result['blocks_after_run']:,.0f} / {result['blocks_after_eviction']:,.0f} "
             f"(after eviction: {100 * (result['blocks_after_eviction'] / base - 1):+.1f} % over baseline)",
         ])
-    if result.get("blocks_baseline") and result.get("blocks_settled"):
-        base = result["blocks_baseline"]
-        rows.append([
-            f"{_SETTLE_SECONDS:g} s later (idle upstream connections closed): allocated blocks / RSS",
-            f"{result['blocks_settled']:,.0f} ({100 * (result['blocks_settled'] / base - 1):+.1f} % over baseline)"
-            f" / {result['rss_settled_mib']:.1f} MiB",
-        ])
+    if result.get("rss_settled_mib") is not None:
+        settled = f"{result['rss_settled_mib']:.1f} MiB (+{result['rss_settled_mib'] - result['rss_baseline_mib']:.1f} MiB)"
+        if result.get("blocks_baseline") and result.get("blocks_settled"):
+            base = result["blocks_baseline"]
+            settled += (f"; allocated blocks {result['blocks_settled']:,.0f} "
+                        f"({100 * (result['blocks_settled'] / base - 1):+.1f} % over baseline)")
+        rows.append([f"server RSS: {_SETTLE_SECONDS:g} s later (idle upstream connections closed)", settled])
     lines = [
         "# chatbot load test",
         "",
