@@ -67,16 +67,14 @@ def start_server(tmp_path: Path, **variables: str) -> Iterator[Server]:
                 stream.close()
 
 
+def _provider_of(fake_upstream: FakeUpstream) -> dict[str, str]:
+    return {"PROVIDER": "openai", "OPENAI_API_KEY": DEFAULT_API_KEY, "MODEL": "fake-model",
+            "BASE_URL": fake_upstream.url}
+
+
 @pytest.fixture
 def server(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Server]:
-    with start_server(
-        tmp_path,
-        PROVIDER="openai",
-        OPENAI_API_KEY=DEFAULT_API_KEY,
-        MODEL="fake-model",
-        BASE_URL=fake_upstream.url,
-        CHATBOT_RETRY_ATTEMPTS="1",
-    ) as running:
+    with start_server(tmp_path, **_provider_of(fake_upstream), CHATBOT_RETRY_ATTEMPTS="1") as running:
         yield running
 
 
@@ -110,14 +108,7 @@ def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_
     if not allocator:
         pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
     assert allocator["PYTHONMALLOC"] == "malloc"
-    with start_server(
-        tmp_path,
-        **allocator,
-        PROVIDER="openai",
-        OPENAI_API_KEY=DEFAULT_API_KEY,
-        MODEL="fake-model",
-        BASE_URL=fake_upstream.url,
-    ) as running:
+    with start_server(tmp_path, **allocator, **_provider_of(fake_upstream)) as running:
         maps = Path(f"/proc/{running.process.pid}/maps").read_text()
         assert "libjemalloc" in maps
         with httpx.Client(base_url=running.url, timeout=10) as client:
