@@ -57,7 +57,7 @@ _JEMALLOC_PATTERNS: Final = (
 
 
 def allocator_env() -> dict[str, str]:
-    """The allocator settings every benchmarked server process gets (ours, bare stack, LiteLLM).
+    """The allocator settings of every process the benchmarks start (LiteLLM and the fake too).
 
     jemalloc when it is installed, as in production; ``BENCH_ALLOCATOR=pymalloc`` keeps
     CPython's own allocator.
