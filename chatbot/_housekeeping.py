@@ -57,9 +57,10 @@ async def collect_when_quiet(
     """Run ``collect`` once a busy spell is over; runs until cancelled.
 
     A spell counts once ``actors`` actors were spawned or evicted since the last
-    collection; it is over when a look at the counters finds them where the previous
-    look left them. Under steady churn nothing runs here: the garbage is reused as it
-    is made, and CPython's own thresholds look after it.
+    collection. It is over when a look at the counters finds no turn open, and no actor
+    and no turn started or gone since the previous look: a collection then pauses
+    nobody's reply. Under steady traffic nothing runs here, and CPython's own
+    thresholds look after the garbage.
 
     Args:
         statistics: the supervisor's :meth:`~chatbot.Supervisor.statistics`.
@@ -68,21 +69,22 @@ async def collect_when_quiet(
         collect: the full collection (a parameter so tests can watch it).
     """
 
-    def activity() -> int:
+    def look() -> tuple[int, int, bool]:
         counts = statistics()
-        return counts.spawned + counts.evicted
+        actors_moved = counts.spawned + counts.evicted
+        return actors_moved, actors_moved + counts.turns_started, counts.turns_open == 0
 
-    collected_at = previous = activity()
+    collected_at, previous, _ = look()
     while True:
         await anyio.sleep(every)
-        now = activity()
-        quiet, previous = now == previous, now
-        if not quiet or now - collected_at < actors:
+        actors_moved, activity, no_turn_open = look()
+        quiet, previous = no_turn_open and activity == previous, activity
+        if not quiet or actors_moved - collected_at < actors:
             continue
         began = time.perf_counter()
         freed = collect()
         logger.debug(
             "full garbage collection after %d actors came and went: %d objects freed in %.1f ms",
-            now - collected_at, freed, (time.perf_counter() - began) * 1000,
+            actors_moved - collected_at, freed, (time.perf_counter() - began) * 1000,
         )
-        collected_at = now
+        collected_at = actors_moved

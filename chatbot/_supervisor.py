@@ -82,6 +82,8 @@ class SupervisorStatistics:
     evicted: int
     restarts: int
     running: bool
+    turns_started: int = 0
+    turns_open: int = 0  # turns whose caller still waits for (or reads) the reply
 
 
 @attrs.define(eq=False, slots=True)
@@ -184,6 +186,8 @@ class Supervisor:
         self._running = False
         self._spawned = 0
         self._evicted = 0
+        self._turns_started = 0
+        self._turns_open = 0
         self._restarts = 0
         self._janitor: anyio.CancelScope | None = None
         self._spawn_orders: MemoryObjectSendStream[_SpawnOrder] | None = None
@@ -256,6 +260,8 @@ class Supervisor:
             evicted=self._evicted,
             restarts=self._restarts,
             running=self._running,
+            turns_started=self._turns_started,
+            turns_open=self._turns_open,
         )
 
     # -- routing ----------------------------------------------------------------
@@ -570,10 +576,13 @@ class Supervisor:
         slot = self._slots.get(conversation_id)
         if slot is not None:
             slot.turns_open += 1  # not idle while someone waits for a reply
+        self._turns_started += 1
+        self._turns_open += 1
         try:
             yield turn
         finally:
             turn.close()
+            self._turns_open -= 1
             if slot is not None:
                 slot.turns_open -= 1
 

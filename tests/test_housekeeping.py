@@ -19,12 +19,15 @@ class _Counters:
     def __init__(self, spawned: int) -> None:
         self.spawned = spawned
         self.evicted = 0
+        self.turns_started = 0
+        self.turns_open = 0
         self.collections: list[tuple[int, int]] = []
 
     def statistics(self) -> SupervisorStatistics:
         return SupervisorStatistics(
             live_actors=self.spawned - self.evicted, inbox_depth=0, spawned=self.spawned,
             evicted=self.evicted, restarts=0, running=True,
+            turns_started=self.turns_started, turns_open=self.turns_open,
         )
 
     def collect(self) -> int:
@@ -56,6 +59,33 @@ async def test_collects_once_per_spell_when_the_counters_stop_moving() -> None:
             await anyio.sleep(0.004)
         await look()
         assert counters.collections == [(14, 1), (34, 1)]
+        tg.cancel_scope.cancel()
+
+
+async def test_waits_while_a_turn_is_open_or_turns_keep_starting() -> None:
+    counters = _Counters(spawned=0)
+
+    async def look(**changes: int) -> None:
+        for name, value in changes.items():
+            setattr(counters, name, getattr(counters, name) + value)
+        await anyio.sleep(0.1)  # several looks at the counters
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: collect_when_quiet(
+            counters.statistics, every=0.02, actors=5, collect=counters.collect
+        ))
+        await look()
+        await look(spawned=10, turns_started=10, turns_open=1)
+        assert counters.collections == []  # a reply is still streaming
+        for _ in range(20):  # turns come and go between two looks
+            counters.turns_open -= 1
+            counters.turns_started += 1
+            await anyio.sleep(0.004)
+            counters.turns_open += 1
+            await anyio.sleep(0.004)
+        assert counters.collections == []
+        await look(turns_open=-1)
+        assert counters.collections == [(10, 0)]
         tg.cancel_scope.cancel()
 
 
