@@ -99,10 +99,6 @@ class _Conversation:
     turn_scope: anyio.CancelScope | None = None
 
 
-async def _answer(reply_to: MemoryObjectSendStream[Answer | Failed], value: Answer | Failed) -> None:
-    _answer_nowait(reply_to, value)
-
-
 def _answer_nowait(reply_to: MemoryObjectSendStream[Answer | Failed], value: Answer | Failed) -> None:
     """Send a request's one answer and close its stream (whose buffer holds one: no waiting)."""
     with reply_to:
@@ -157,7 +153,7 @@ class ConversationActor:
                 await inbox.readable()
                 continue
             if isinstance(request, Snapshot):
-                await self._snapshot(state, request, refresh=True)
+                await self._snapshot(state, request)
             elif isinstance(request, Cancel):
                 _answer_nowait(request.reply_to, Answer(False))  # nothing runs or waits
             else:
@@ -245,7 +241,7 @@ class ConversationActor:
             history=list(messages),
             config=self._restored_config(info),
             exists=True,
-            recorded=(info.provider, info.model, info.system_prompt),
+            recorded=_recorded(info),
         )
 
     def _restored_config(self, info: ConversationInfo) -> ProviderConfig | None:
@@ -266,14 +262,14 @@ class ConversationActor:
         if await self.store.message_count(self.conversation_id) != len(state.history):
             state.history = list(await self.store.load_messages(self.conversation_id))
 
-    async def _snapshot(self, state: _Conversation, request: Snapshot, *, refresh: bool) -> None:
+    async def _snapshot(self, state: _Conversation, request: Snapshot) -> None:
+        """Answer with the history, refreshed first: only an idle actor calls this."""
         try:
-            if refresh:
-                await self._refresh(state)
+            await self._refresh(state)
         except StoreError as exc:
-            await _answer(request.reply_to, Failed(exc))
+            _answer_nowait(request.reply_to, Failed(exc))
         else:
-            await _answer(request.reply_to, Answer(tuple(state.history)))
+            _answer_nowait(request.reply_to, Answer(tuple(state.history)))
 
     async def _adopt(self, state: _Conversation, config: ProviderConfig) -> Provider:
         """Make ``config`` the conversation's provider, recording it in the store."""
@@ -318,9 +314,9 @@ class ConversationActor:
             else:
                 await self._adopt(state, request.config)
         except ChatbotError as exc:
-            await _answer(request.reply_to, Failed(exc))
+            _answer_nowait(request.reply_to, Failed(exc))
         else:
-            await _answer(request.reply_to, Answer(None))
+            _answer_nowait(request.reply_to, Answer(None))
 
     async def _serve_turn(self, state: _Conversation, turn: Turn) -> None:
         with turn.reply_to:
@@ -476,8 +472,8 @@ class ConversationActor:
         state.history.extend((user, assistant))
 
 
-def _recorded(config: ProviderConfig) -> tuple[str | None, ...]:
-    """What the store keeps of a config (see ``_Conversation.recorded``)."""
+def _recorded(config: ProviderConfig | ConversationInfo) -> tuple[str | None, ...]:
+    """What the store keeps of a config: its provider, model and prompt (see ``_Conversation.recorded``)."""
     return (config.provider, config.model, config.system_prompt)
 
 
