@@ -4,6 +4,11 @@ On asyncio the client uses aiohttp's connection pool underneath httpx's API (the
 ``httpx-aiohttp`` transport): under many concurrent conversations it carries about
 twice the turns per second of httpx's default transport on the same machine. trio
 keeps httpx's own transport. Adapters only ever see an ``httpx.AsyncClient``.
+
+One client serves every user of the server, so it keeps no cookies at either layer:
+a cookie an upstream sets while answering one user's key (Cloudflare's ``__cf_bm``,
+say) must not travel with the next user's request. httpx gets a jar that keeps
+nothing, and aiohttp's session, which has a jar of its own, a ``DummyCookieJar``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,7 @@ __all__ = ["create_http_client"]
 
 
 class _NoCookies(CookieJar):
-    """A cookie jar that keeps nothing.
-
-    One client serves every user of the server, so a cookie an upstream sets while
-    answering one user's key must not travel with the next user's request.
-    """
+    """An httpx cookie jar that keeps nothing (see the module docstring)."""
 
     def extract_cookies(self, response: object, request: object) -> None:
         return None
@@ -52,10 +53,25 @@ def create_http_client(policy: UpstreamPolicy) -> httpx.AsyncClient:
     except sniffio.AsyncLibraryNotFoundError:
         backend = ""
     if backend == "asyncio":
+        import aiohttp
         from httpx_aiohttp import AiohttpTransport
 
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+
+        def aiohttp_session() -> aiohttp.ClientSession:
+            # Called by the transport on its first request, inside the event loop.
+            connector = aiohttp.TCPConnector(
+                limit=_LIMITS.max_connections or 0,
+                keepalive_timeout=_LIMITS.keepalive_expiry,
+                ssl=ssl_context,
+            )
+            return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+        transport = AiohttpTransport(
+            verify=ssl_context, limits=_LIMITS, trust_env=False, client=aiohttp_session
+        )
         return httpx.AsyncClient(
-            transport=AiohttpTransport(limits=_LIMITS, trust_env=False),
+            transport=transport,
             timeout=timeout,
             headers=headers,
             cookies=_NoCookies(),

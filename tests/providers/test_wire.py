@@ -13,6 +13,7 @@ from chatbot._http_client import create_http_client
 from chatbot.providers._sse import SSEDecoder
 from chatbot.providers._wire import Endpoint, _text_of
 from chatbot.providers.openai_compat import _Parser
+from tests.fakes import DEFAULT_API_KEY, Fail, FakeUpstream
 
 
 def _chunk(text: str) -> str:
@@ -39,15 +40,24 @@ def test_text_before_an_error_event_is_kept_and_the_error_reported() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_shared_client_keeps_no_upstream_cookies() -> None:
-    """One client serves every user: a cookie set for one must not reach the next."""
+async def test_the_shared_client_keeps_no_upstream_cookies(fake_upstream: FakeUpstream) -> None:
+    """One client serves every user: a cookie the upstream sets for one request must not
+    travel with the next, at the httpx layer or in aiohttp's session underneath it."""
+    fake_upstream.enqueue(Fail(status=429, headers={"set-cookie": "__cf_bm=abc; Path=/"}))
     client = create_http_client(UpstreamPolicy())
+    # By name: aiohttp's default jar would ignore a cookie set by an IP address.
+    url = f"{fake_upstream.url.replace('127.0.0.1', 'localhost')}/v1/chat/completions"
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
     async with client:
-        request = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
-        client.cookies.extract_cookies(
-            httpx.Response(200, headers={"set-cookie": "__cf_bm=abc; Path=/"}, request=request)
-        )
-        assert not list(client.cookies.jar)
+        statuses = [
+            (await client.post(url, json=body, headers={"authorization": f"Bearer {DEFAULT_API_KEY}"})).status_code
+            for _ in range(2)
+        ]
+    assert statuses == [429, 200]
+    first, second = fake_upstream.requests
+    assert first.connection == second.connection  # the same pooled connection
+    assert "cookie" not in second.headers
+    assert not list(client.cookies.jar)
 
 
 @pytest.mark.anyio
