@@ -1,6 +1,6 @@
-"""Garbage-collector policy for the long-running web server process.
+"""Memory policy for the long-running web server process.
 
-Two things keep the server's memory honest:
+Three things keep the server's memory honest:
 
 * Everything imported at start-up is frozen (:func:`settle_garbage_collector`), so full
   collections do not walk modules, classes and functions again and again.
@@ -8,6 +8,8 @@ Two things keep the server's memory honest:
   spell leaves its connections, requests and upstream responses behind as reference
   cycles; once traffic stops nothing allocates, so CPython's own thresholds would keep
   that garbage (a quarter of the heap after a 500-session burst) until the next one.
+* Browser sessions unseen for as long as an actor may idle leave the session cache
+  (:func:`forget_idle_sessions`), as their actors leave the supervisor.
 
 Both are the server's choice: an application embedding the :class:`~chatbot.Supervisor`
 keeps its own collector policy.
@@ -19,12 +21,13 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 
 from chatbot._supervisor import SupervisorStatistics
 
-__all__ = ["collect_when_quiet", "settle_garbage_collector"]
+__all__ = ["collect_when_quiet", "forget_idle_sessions", "settle_garbage_collector"]
 
 logger = logging.getLogger("chatbot.server")
 
@@ -88,3 +91,28 @@ async def collect_when_quiet(
             actors_moved - collected_at, freed, (time.perf_counter() - began) * 1000,
         )
         collected_at = actors_moved
+
+
+class IdleForgetting(Protocol):
+    """What :func:`forget_idle_sessions` needs of ``chatbot.webapp.sessions.SessionManager``."""
+
+    def forget_idle(self, idle_seconds: float) -> int: ...
+
+
+async def forget_idle_sessions(
+    sessions: IdleForgetting, idle_seconds: float, *, every: float | None = None
+) -> None:
+    """Drop the cached browser sessions unseen for ``idle_seconds``; runs until cancelled.
+
+    Args:
+        every: seconds between two looks; by default a quarter of ``idle_seconds``
+            (but at least a second and at most a minute), so a session goes at most
+            that late.
+    """
+    if every is None:
+        every = min(60.0, max(1.0, idle_seconds / 4))
+    while True:
+        await anyio.sleep(every)
+        forgotten = sessions.forget_idle(idle_seconds)
+        if forgotten:
+            logger.debug("forgot %d browser session(s) idle for %g s", forgotten, idle_seconds)

@@ -30,11 +30,15 @@ from hypercorn.config import Config
 from quart import Quart
 
 from chatbot._config import Settings
-from chatbot._housekeeping import collect_when_quiet, settle_garbage_collector
+from chatbot._housekeeping import (
+    collect_when_quiet,
+    forget_idle_sessions,
+    settle_garbage_collector,
+)
 from chatbot._supervisor import Supervisor
 from chatbot.store import open_store
 from chatbot.telemetry import Telemetry, configure_logging
-from chatbot.webapp import begin_shutdown, create_app
+from chatbot.webapp import WebState, begin_shutdown, create_app
 
 __all__ = ["main", "open_listener", "run_app", "serve"]
 
@@ -91,8 +95,12 @@ async def main(
             app = create_app(supervisor, settings, telemetry=telemetry)
             port = listener.getsockname()[1]
             print(f"chatbot web UI on http://{_url_host(settings.host)}:{port}", flush=True)
+            state: WebState = app.extensions["chatbot"]
             async with anyio.create_task_group() as housekeeping:
                 housekeeping.start_soon(collect_when_quiet, supervisor.statistics)
+                housekeeping.start_soon(
+                    forget_idle_sessions, state.sessions, settings.limits.idle_evict_after
+                )
                 await run_app(app, listener, stop=stop)
                 housekeeping.cancel_scope.cancel()
     finally:

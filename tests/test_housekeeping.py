@@ -1,4 +1,5 @@
-"""The server's collector policy: one full collection once a busy spell is over."""
+"""The server's memory policy: one full collection once a busy spell is over, and idle
+browser sessions leaving the cache."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import anyio
 import pytest
 
 from chatbot import Limits, ProviderConfig, Supervisor
-from chatbot._housekeeping import collect_when_quiet
+from chatbot._housekeeping import collect_when_quiet, forget_idle_sessions
 from chatbot._supervisor import SupervisorStatistics
+from chatbot.store import MemoryStore
+from chatbot.webapp.security import BaseUrlPolicy
+from chatbot.webapp.sessions import SessionManager
 from tests.fakes.scripted import ScriptedProvider
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +114,14 @@ async def test_a_real_supervisors_spell_of_turns_and_evictions_ends_in_a_collect
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
     assert collections[0] == 3  # three spawns and three evictions, then quiet
+
+
+async def test_idle_browser_sessions_are_forgotten_while_the_server_runs() -> None:
+    sessions = SessionManager(MemoryStore(), cipher=None, base_urls=BaseUrlPolicy(None))
+    sessions._new()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: forget_idle_sessions(sessions, 0.05, every=0.01))
+        with anyio.fail_after(5):
+            while len(sessions):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()

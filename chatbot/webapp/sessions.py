@@ -6,7 +6,9 @@ every route checks ownership: another browser's conversation is answered with 40
 exactly like one that does not exist.
 
 State lives in a bounded in-memory cache, so a request from a known browser costs a
-dictionary look-up, no store read. It is written through to the store
+dictionary look-up, no store read. A browser unseen for as long as an actor may idle
+(``CHATBOT_ACTOR_IDLE_SECONDS``) leaves the cache (:meth:`SessionManager.forget_idle`),
+so a busy spell's sessions do not hold memory for hours. It is written through to the store
 (:class:`~chatbot.store.SessionRecord`) whenever it changes, so another instance or
 a restarted server recognises the browser. The connection's API key is stored only
 encrypted, with ``CHATBOT_SECRET_KEY``; without a secret the connection stays in
@@ -62,6 +64,7 @@ class BrowserSession:
     current_conversation: str | None = None
     created_at: float = attrs.field(factory=time.time)
     issued: bool = False  # the cookie still has to be sent
+    last_seen: float = attrs.field(factory=time.monotonic, repr=False)
     bucket: TokenBucket | None = attrs.field(default=None, repr=False)
     # Conversation ids known to be ours. Most browsers have a handful, and an idle one
     # stays cached: a short tuple costs a fifth of a set until it outgrows it.
@@ -125,8 +128,26 @@ class SessionManager:
         session = self._cache.get(cookie)
         if session is not None:
             self._cache.move_to_end(cookie)
+            session.last_seen = time.monotonic()
             return session
         return await self._load(cookie)
+
+    def forget_idle(self, idle_seconds: float) -> int:
+        """Drop the cached sessions unseen for ``idle_seconds``; returns how many.
+
+        Nothing is lost: the store has them, and a browser that comes back is loaded
+        again (its connection too, from the store or from the in-process keys, which
+        are kept apart). The cache is in order of use, so only its stale front is read.
+        """
+        horizon = time.monotonic() - idle_seconds
+        forgotten = 0
+        while self._cache:
+            oldest = next(iter(self._cache.values()))
+            if oldest.last_seen > horizon:
+                break
+            self._cache.popitem(last=False)
+            forgotten += 1
+        return forgotten
 
     def _new(self) -> BrowserSession:
         session = BrowserSession(id=new_session_id(), issued=True)

@@ -114,6 +114,34 @@ def test_the_session_cache_is_bounded() -> None:
     assert len(manager) == 2
 
 
+
+def test_only_sessions_idle_long_enough_leave_the_cache() -> None:
+    manager = SessionManager(MemoryStore(), cipher=None, base_urls=BaseUrlPolicy(None))
+    stale, fresh = manager._new(), manager._new()
+    stale.last_seen -= 120
+    assert manager.forget_idle(60) == 1
+    assert manager._cache == {fresh.id: fresh}
+    assert manager.forget_idle(60) == 0
+
+
+async def test_a_browser_forgotten_while_idle_comes_back_whole() -> None:
+    store = CountingStore()
+    async with open_web(store=store) as web:  # type: ignore[arg-type]
+        client = await web.connected_client()
+        await client.post("/api/chat", json={"message": "before"})
+        cid = await _current(client)
+        sessions: SessionManager = web.app.extensions["chatbot"].sessions
+        assert sessions.forget_idle(3600) == 0  # just seen
+        assert sessions.forget_idle(0) == 1
+        assert len(sessions) == 0
+        loads = store.calls["get_session"]
+        reply = await _json(await client.post("/api/chat", json={"message": "after"}))
+        assert reply["conversation_id"] == cid  # same browser, same conversation, same key
+        assert store.calls["get_session"] == loads + 1
+        assert len(sessions) == 1
+        assert [m.role for m in web.provider.requests[-1].messages] == ["user", "assistant", "user"]
+
+
 # -- isolation -----------------------------------------------------------------------
 
 
