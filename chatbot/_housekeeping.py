@@ -11,8 +11,8 @@ Three things keep the server's memory honest:
 * Browser sessions unseen for as long as an actor may idle leave the session cache
   (:func:`forget_idle_sessions`), as their actors leave the supervisor.
 
-Both are the server's choice: an application embedding the :class:`~chatbot.Supervisor`
-keeps its own collector policy.
+All three are the server's choice: an application embedding the
+:class:`~chatbot.Supervisor` keeps its own collector policy and its own caches.
 """
 
 from __future__ import annotations

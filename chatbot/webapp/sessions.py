@@ -64,7 +64,9 @@ class BrowserSession:
     current_conversation: str | None = None
     created_at: float = attrs.field(factory=time.time)
     issued: bool = False  # the cookie still has to be sent
-    last_seen: float = attrs.field(factory=time.monotonic, repr=False)
+    # time.monotonic() to the second (SessionManager._clock): a float of its own would
+    # add 32 bytes to every cached browser.
+    last_seen: float = attrs.field(default=0.0, repr=False)
     bucket: TokenBucket | None = attrs.field(default=None, repr=False)
     # Conversation ids known to be ours. Most browsers have a handful, and an idle one
     # stays cached: a short tuple costs a fifth of a set until it outgrows it.
@@ -109,6 +111,7 @@ class SessionManager:
         # Sessions whose connection lives only here (no secret key): kept apart from
         # the cache so the cache's eviction never drops a connection the store lacks.
         self._connections: OrderedDict[str, ProviderConfig] = OrderedDict()
+        self._tick = time.monotonic()
 
     @property
     def persists_connections(self) -> bool:
@@ -128,12 +131,13 @@ class SessionManager:
         session = self._cache.get(cookie)
         if session is not None:
             self._cache.move_to_end(cookie)
-            session.last_seen = time.monotonic()
+            session.last_seen = self._clock()
             return session
         return await self._load(cookie)
 
     def forget_idle(self, idle_seconds: float) -> int:
-        """Drop the cached sessions unseen for ``idle_seconds``; returns how many.
+        """Drop the cached sessions unseen for ``idle_seconds`` (to within a second);
+        returns how many.
 
         Nothing is lost: the store has them, and a browser that comes back is loaded
         again (its connection too, from the store or from the in-process keys, which
@@ -149,12 +153,20 @@ class SessionManager:
             forgotten += 1
         return forgotten
 
+    def _clock(self) -> float:
+        """Now, to the second: the sessions seen within one second share one float."""
+        now = time.monotonic()
+        if now - self._tick >= 1.0:
+            self._tick = now
+        return self._tick
+
     def _new(self) -> BrowserSession:
         session = BrowserSession(id=new_session_id(), issued=True)
         self._remember(session)
         return session
 
     def _remember(self, session: BrowserSession) -> None:
+        session.last_seen = self._clock()
         self._cache[session.id] = session
         self._cache.move_to_end(session.id)
         while len(self._cache) > self._capacity:
