@@ -197,7 +197,7 @@ class ConversationActor:
                 await self._serve(state, request)
             except Exception:
                 # Only this request is lost; the ones behind it go to the restarted actor.
-                _fail_queued(request, _crashed(self.conversation_id))
+                _fail_queued(request, ActorCrashed.restarted(self.conversation_id))
                 raise
         reading.cancel()
 
@@ -339,7 +339,8 @@ class ConversationActor:
             except Exception:
                 # A bug, not a user-facing failure: tell the caller before the crash
                 # propagates to the supervisor, which restarts this actor.
-                _send_nowait(turn.reply_to, TurnFailed(_crashed(self.conversation_id)))
+                crashed = ActorCrashed.restarted(self.conversation_id)
+                _send_nowait(turn.reply_to, TurnFailed(crashed))
                 raise
 
     async def _run_turn(
@@ -516,13 +517,6 @@ def _send_nowait(reply_to: MemoryObjectSendStream[TurnEvent], event: TurnEvent) 
 def _shutting_down(conversation_id: str) -> ShuttingDown:
     return ShuttingDown(
         "The server is shutting down; the partial reply was saved.",
-        conversation_id=conversation_id,
-    )
-
-
-def _crashed(conversation_id: str) -> ActorCrashed:
-    return ActorCrashed(
-        "Something went wrong in this conversation; it was restarted, please retry.",
         conversation_id=conversation_id,
     )
 

@@ -216,6 +216,14 @@ class ActorCrashed(ConversationError):
 
     code = "actor_crashed"
 
+    @classmethod
+    def restarted(cls, conversation_id: str | None = None) -> ActorCrashed:
+        """The error as users see it, wherever the crash is noticed."""
+        return cls(
+            "Something went wrong in this conversation; it was restarted, please retry.",
+            conversation_id=conversation_id,
+        )
+
 
 class ShuttingDown(ConversationError):
     """The supervisor is shutting down and takes no new requests."""

@@ -201,7 +201,7 @@ class TurnStream:
                 event = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self.reply is None:
-                self._raise(_crashed())
+                self._raise(ActorCrashed.restarted())
             raise StopAsyncIteration from None
         if isinstance(event, TurnDelta):
             return event.text
@@ -288,7 +288,7 @@ class ConversationHandle:
             try:
                 answer = await receive.receive()
             except anyio.EndOfStream:
-                raise _crashed() from None
+                raise ActorCrashed.restarted() from None
         if isinstance(answer, Failed):
             raise answer.error
         return answer.value
@@ -335,9 +335,3 @@ class ConversationHandle:
     def statistics(self) -> int:
         """Requests waiting in the inbox."""
         return len(self._inbox)
-
-
-def _crashed() -> ActorCrashed:
-    return ActorCrashed(
-        "Something went wrong in this conversation; it was restarted, please retry."
-    )
