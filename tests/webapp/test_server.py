@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,23 @@ def test_the_server_serves_the_ui_and_the_api(server: Server) -> None:
         reply = client.post("/api/chat", json={"message": "over real HTTP"}).json()
         assert reply["reply"] == "You said: over real HTTP"
     assert server.stop(signal.SIGINT) == 0
+
+
+
+def test_the_server_forgets_idle_browsers_and_knows_them_again(
+    tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    variables = {**_provider_of(fake_upstream), "CHATBOT_ACTOR_IDLE_SECONDS": "1", "LOG_LEVEL": "DEBUG"}
+    with start_server(tmp_path, **variables) as running:
+        with httpx.Client(base_url=running.url, timeout=10) as client:
+            first = client.post("/api/chat", json={"message": "before"}).json()
+            time.sleep(2.5)  # sessions are looked at once a second, and forgotten after 1 s
+            again = client.post("/api/chat", json={"message": "after"}).json()
+            time.sleep(2.5)  # a second chance, should the machine be slow
+        assert again["conversation_id"] == first["conversation_id"]
+        assert running.stop() == 0
+        log = running.process.stderr.read()  # type: ignore[union-attr]
+    assert "forgot 1 browser session(s) idle for 1 s" in log
 
 
 def _make_run_allocator_env() -> dict[str, str]:
