@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -138,6 +139,16 @@ def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_
         assert "process_resident_memory_bytes" in metrics
         assert running.stop() == 0
         assert "Invalid conf" not in running.process.stderr.read()  # type: ignore[union-attr]
+
+
+
+def test_make_run_the_image_the_benchmarks_and_the_docs_agree_on_jemalloc() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    makefile = (repo / "Makefile").read_text()
+    [conf] = re.findall(r"^JEMALLOC_CONF\s*:=\s*(\S+)$", makefile, re.MULTILINE)
+    assert f"MALLOC_CONF={conf}" in (repo / "Dockerfile").read_text()
+    assert f'"{conf}"' in (repo / "bench" / "_processes.py").read_text()
+    assert f"MALLOC_CONF={conf}" in (repo / "docs" / "operations.md").read_text()
 
 
 def test_sigterm_ends_streams_gracefully(server: Server, fake_upstream: FakeUpstream) -> None:
