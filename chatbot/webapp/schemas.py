@@ -69,7 +69,10 @@ _NOT_BLANK = r"\S"  # JSON Schema patterns search, like pydantic's: "has a non-s
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # pydantic caches the short strings it decodes from JSON, by default values too: each
+    # browser's messages and ids would stay in memory long after its conversations left
+    # (and pin allocator pages a busy spell would otherwise give back). Keys only.
+    model_config = ConfigDict(strict=True, extra="forbid", cache_strings="keys")
 
 
 def _provider_names() -> list[str]:
