@@ -15,4 +15,3 @@ def test_parsing_keeps_no_copy_of_what_a_browser_sent() -> None:
     assert first == second
     assert first.message is not second.message
     assert first.conversation_id is not second.conversation_id
-

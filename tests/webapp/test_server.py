@@ -21,6 +21,7 @@ from tests.fakes.upstream import DEFAULT_API_KEY, FakeUpstream, Reply
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 SERVE = "from chatbot import Settings; from chatbot.server import serve; serve(Settings.from_env())"
 
 
@@ -94,7 +95,6 @@ def test_the_server_serves_the_ui_and_the_api(server: Server) -> None:
     assert server.stop(signal.SIGINT) == 0
 
 
-
 def test_the_server_forgets_idle_browsers_and_knows_them_again(
     tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:
@@ -113,9 +113,8 @@ def test_the_server_forgets_idle_browsers_and_knows_them_again(
 
 def _make_run_allocator_env() -> dict[str, str]:
     """The allocator variables ``make run`` sets, read from the command it would run."""
-    repo = Path(__file__).resolve().parents[2]
     command = subprocess.run(
-        ["make", "-s", "-n", "run"], cwd=repo, capture_output=True, text=True, check=True
+        ["make", "-s", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip().splitlines()[-1]
     words = command.split()
     assert words[0] == "env" and words[-2:] == [".venv/bin/chatbot", "web"], command
@@ -141,14 +140,12 @@ def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_
         assert "Invalid conf" not in running.process.stderr.read()  # type: ignore[union-attr]
 
 
-
 def test_make_run_the_image_the_benchmarks_and_the_docs_agree_on_jemalloc() -> None:
-    repo = Path(__file__).resolve().parents[2]
-    makefile = (repo / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
     [conf] = re.findall(r"^JEMALLOC_CONF\s*:=\s*(\S+)$", makefile, re.MULTILINE)
-    assert f"MALLOC_CONF={conf}" in (repo / "Dockerfile").read_text()
-    assert f'"{conf}"' in (repo / "bench" / "_processes.py").read_text()
-    assert f"MALLOC_CONF={conf}" in (repo / "docs" / "operations.md").read_text()
+    assert f"MALLOC_CONF={conf}" in (REPO / "Dockerfile").read_text()
+    assert f'"{conf}"' in (REPO / "bench" / "_processes.py").read_text()
+    assert f"MALLOC_CONF={conf}" in (REPO / "docs" / "operations.md").read_text()
 
 
 def test_sigterm_ends_streams_gracefully(server: Server, fake_upstream: FakeUpstream) -> None:
