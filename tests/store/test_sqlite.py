@@ -13,11 +13,13 @@ import textwrap
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pytest
 from anyio import to_thread
 
 from chatbot import ConfigError, Message, StoreError
 from chatbot.store import ConversationInfo
+from chatbot.store import sqlite as sqlite_module
 from chatbot.store.sqlite import (
     _LIST_BY_OWNER,
     _LIST_UNOWNED,
@@ -144,6 +146,95 @@ async def test_hot_queries_read_an_index_in_order(
 
     assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.anyio
+async def test_quick_calls_skip_the_worker_thread(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's writes run on the event loop; a long turn and whole histories do not."""
+    store = await SQLiteStore.open(sqlite_url)
+    hops: list[str] = []
+    real_run_sync = to_thread.run_sync
+
+    async def counting_run_sync(work, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(work, "__qualname__", repr(work)))
+        return await real_run_sync(work, *args, **kwargs)
+
+    monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
+    try:
+        await store.create_conversation(ConversationInfo(id="c1"))
+        await store.append_turn("c1", Message.user("hi"), Message.assistant("hello"), expected_count=0)
+        assert hops == []
+
+        long_reply = "x" * (sqlite_module._QUICK_TEXT_LIMIT + 1)
+        await store.append_turn("c1", Message.user("more"), Message.assistant(long_reply), expected_count=2)
+        messages = await store.load_messages("c1")
+        assert [m.content for m in messages] == ["hi", "hello", "more", long_reply]
+        assert len(hops) == 2, hops
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(sqlite_url: str) -> None:
+    """While another connection holds the write lock, a quick write waits for it on the
+    worker thread, and the event loop goes on serving everyone else."""
+    store = await SQLiteStore.open(sqlite_url)
+    await store.create_conversation(ConversationInfo(id="c1"))
+    other = sqlite3.connect(database_path(sqlite_url), isolation_level=None, check_same_thread=False)
+    ticks = 0
+    longest_tick = 0.0
+    written = anyio.Event()
+
+    async def write() -> None:
+        await store.append_turn("c1", Message.user("hi"), Message.assistant("hello"), expected_count=0)
+        written.set()
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            while ticks < 20:
+                started = anyio.current_time()
+                await anyio.sleep(0.01)
+                longest_tick = max(longest_tick, anyio.current_time() - started)
+                ticks += 1
+            assert not written.is_set()  # still waiting for the lock, off the loop
+            # A busy wait on the loop would stall a tick for the whole busy timeout.
+            assert longest_tick < sqlite_module._BUSY_TIMEOUT / 2
+            other.execute("COMMIT")
+            with anyio.fail_after(5):
+                await written.wait()
+        assert await store.message_count("c1") == 2
+    finally:
+        other.close()
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_store_checkpoints_the_wal(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint is off (it would run on the event loop), so the
+    store must copy the WAL into the database file itself, or the file never grows."""
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_EVERY", 8)
+    database = Path(database_path(sqlite_url))
+    store = await SQLiteStore.open(sqlite_url)
+    try:
+        await store.create_conversation(ConversationInfo(id="c1"))
+        size_before = database.stat().st_size
+        for turn in range(4):
+            reply = Message.assistant(f"{turn}" * 20_000)
+            await store.append_turn("c1", Message.user("hi"), reply, expected_count=2 * turn)
+        assert database.stat().st_size == size_before  # all of it in the WAL so far
+
+        for turn in range(4, 8):
+            reply = Message.assistant(f"{turn}" * 20_000)
+            await store.append_turn("c1", Message.user("hi"), reply, expected_count=2 * turn)
+        assert database.stat().st_size > size_before + 8 * 20_000
+    finally:
+        await store.aclose()
 
 
 KILLED_WRITER = textwrap.dedent(

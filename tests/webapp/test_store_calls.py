@@ -1,7 +1,7 @@
 """How many SQLite store calls a turn costs, and that the shortcuts behind it are safe.
 
-Every SQLite call is a trip to the store's worker thread, which costs CPU on each
-turn. An ordinary turn makes one (its commit); the first turn of a new browser makes
+Every SQLite call costs CPU on each turn (and a trip to the store's worker thread,
+unless it is a quick one). An ordinary turn makes one (its commit); the first turn of a new browser makes
 three (create the conversation, save the session, commit the turn): the new
 conversation's actor starts from what the supervisor just created, without reading
 it back. These tests count the calls, so a change that adds one fails here.
@@ -43,9 +43,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     made: list[str] = []
     call = SQLiteStore._call
 
-    async def counted(self: SQLiteStore, action: str, work: Callable[[Any], T]) -> T:
+    async def counted(
+        self: SQLiteStore, action: str, work: Callable[[Any], T], *, quick: bool = False
+    ) -> T:
         made.append(action)
-        return await call(self, action, work)
+        return await call(self, action, work, quick=quick)
 
     monkeypatch.setattr(SQLiteStore, "_call", counted)
     return made
