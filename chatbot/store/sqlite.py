@@ -10,8 +10,8 @@ Where calls run:
 * **Quick calls** touch a handful of rows: a turn's two messages, a session, one
   conversation's metadata. They take tens of microseconds, less than the round trip to
   a worker thread (about 100 µs of CPU, and more under load, when the thread waits for
-  the GIL). When the connection is free, they run on the event loop, with SQLite's
-  busy wait off, so they never wait for a lock there: if another process (the CLI next
+  the GIL). They run on the event loop, in their turn, with SQLite's busy wait off,
+  so they never wait for a lock there: if another process (the CLI next
   to the server) holds the write lock, the call goes to the worker thread and waits
   for it there. A turn whose messages exceed ``_QUICK_TEXT_LIMIT`` goes to the thread too.
 * **Everything else** (loading a whole history, listing, deleting, replacing) runs on a
@@ -275,8 +275,8 @@ class SQLiteStore:
     async def _call(
         self, action: str, work: Callable[[sqlite3.Connection], T], *, quick: bool = False
     ) -> T:
-        """Run ``work`` with the connection: on the event loop when ``quick`` and the
-        connection is free (see the module's docstring), else on the worker thread.
+        """Run ``work`` with the connection: on the event loop when ``quick`` (see the
+        module's docstring), else on the worker thread; one call at a time, in order.
 
         Raises:
             StoreConflict: ``work`` raised it, or a uniqueness constraint failed.
@@ -288,8 +288,13 @@ class SQLiteStore:
         self._calls_since_checkpoint += 1
         with _map_errors(action):
             ran = False
-            if quick and self._limiter.available_tokens:
-                self._limiter.acquire_nowait()
+            if quick:
+                # Queue behind a call on the thread, if there is one, then run here: joining
+                # the thread's queue instead would keep every later call there under load.
+                if self._limiter.available_tokens:
+                    self._limiter.acquire_nowait()
+                else:
+                    await self._limiter.acquire()
                 try:
                     result = _without_waiting(conn, work)
                     ran = True
