@@ -10,7 +10,10 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -177,6 +180,46 @@ async def test_quick_calls_skip_the_worker_thread(
 
 
 @pytest.mark.anyio
+async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turns saved while a long one is on the worker thread still run on the event loop
+    (queueing behind it on the thread would keep every later call there under load),
+    and every write lands, in order."""
+    store = await SQLiteStore.open(sqlite_url)
+    hops: list[str] = []
+    real_run_sync = to_thread.run_sync
+
+    async def counting_run_sync(work, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(work, "__qualname__", repr(work)))
+
+        def slow_work(*work_args):  # type: ignore[no-untyped-def]
+            time.sleep(0.05)  # the thread is busy long enough for the others to queue
+            return work(*work_args)
+
+        return await real_run_sync(slow_work, *args, **kwargs)
+
+    def save(name: str, reply: Message) -> Callable[[], Awaitable[int]]:
+        return partial(store.append_turn, name, Message.user(name), reply, expected_count=0)
+
+    try:
+        for name in ("long", "a", "b", "c"):
+            await store.create_conversation(ConversationInfo(id=name))
+        monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
+        long_reply = Message.assistant("x" * (sqlite_module._QUICK_TEXT_LIMIT + 1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save("long", long_reply))
+            await anyio.sleep(0.01)
+            for name in ("a", "b", "c"):
+                tg.start_soon(save(name, Message.assistant(name)))
+        assert len(hops) == 1, hops
+        for name in ("long", "a", "b", "c"):
+            assert await store.message_count(name) == 2
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(sqlite_url: str) -> None:
     """While another connection holds the write lock, a quick write waits for it on the
     worker thread, and the event loop goes on serving everyone else."""
@@ -212,6 +255,10 @@ async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(sqlite_ur
         await store.aclose()
 
 
+def size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
 @pytest.mark.anyio
 async def test_the_store_checkpoints_the_wal(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
@@ -223,16 +270,16 @@ async def test_the_store_checkpoints_the_wal(
     store = await SQLiteStore.open(sqlite_url)
     try:
         await store.create_conversation(ConversationInfo(id="c1"))
-        size_before = database.stat().st_size
+        size_before = size_of(database)
         for turn in range(4):
             reply = Message.assistant(f"{turn}" * 20_000)
             await store.append_turn("c1", Message.user("hi"), reply, expected_count=2 * turn)
-        assert database.stat().st_size == size_before  # all of it in the WAL so far
+        assert size_of(database) == size_before  # all of it in the WAL so far
 
         for turn in range(4, 8):
             reply = Message.assistant(f"{turn}" * 20_000)
             await store.append_turn("c1", Message.user("hi"), reply, expected_count=2 * turn)
-        assert database.stat().st_size > size_before + 8 * 20_000
+        assert size_of(database) > size_before + 8 * 20_000
     finally:
         await store.aclose()
 
