@@ -188,6 +188,7 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the store checkpoints (see above)
         migrate_sqlite(conn)
+        conn.execute("PRAGMA busy_timeout = 0")  # quick calls never wait (see _patiently)
     except BaseException:
         conn.close()
         raise
@@ -196,13 +197,15 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def _close(conn: sqlite3.Connection) -> None:
     try:
+        conn.execute(_BUSY_TIMEOUT_PRAGMA)
         conn.execute("PRAGMA optimize")
     finally:
         conn.close()
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
-    """Copy what the WAL holds into the database file, as far as readers allow. Blocking."""
+    """Copy what the WAL holds into the database file, as far as readers allow (a passive
+    checkpoint waits for no lock). Blocking."""
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
@@ -211,20 +214,35 @@ class _LockHeld(Exception):
 
 
 def _without_waiting(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` now, failing with :class:`_LockHeld` instead of waiting for a lock.
+    """Run ``work`` now (the connection's busy timeout is 0), failing with
+    :class:`_LockHeld` instead of waiting for a lock.
 
     ``work`` starts its writes by taking the write lock (``BEGIN IMMEDIATE`` or a
     single statement), so when it cannot, nothing was written and it can run again.
     """
-    conn.execute("PRAGMA busy_timeout = 0")
     try:
         return work(conn)
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
             raise _LockHeld from exc
         raise
-    finally:
+
+
+def _patiently(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``work``, waiting up to ``_BUSY_TIMEOUT`` for another process's lock (on the thread).
+
+    The connection's own busy timeout stays 0, so the calls on the event loop pay
+    nothing for this.
+    """
+
+    def patient_work(conn: sqlite3.Connection) -> T:
         conn.execute(_BUSY_TIMEOUT_PRAGMA)
+        try:
+            return work(conn)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    return patient_work
 
 
 def _require_conversation(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, str]:
@@ -303,7 +321,9 @@ class SQLiteStore:
                 finally:
                     self._limiter.release()
             if not ran:
-                result = await anyio.to_thread.run_sync(work, conn, limiter=self._limiter)
+                result = await anyio.to_thread.run_sync(
+                    _patiently(work), conn, limiter=self._limiter
+                )
         if self._calls_since_checkpoint >= _CHECKPOINT_EVERY:
             await self._checkpoint(conn)
         return result
