@@ -34,6 +34,7 @@ it, and :meth:`SQLiteStore.append_turn`'s count check keeps their turns apart.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -63,6 +64,8 @@ from ._rows import (
 )
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -329,9 +332,15 @@ class SQLiteStore:
         return result
 
     async def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Checkpoint after a call that succeeded; a failure must not fail that call.
+
+        The WAL only grows until the next checkpoint, so the failure is logged, not raised.
+        """
         self._calls_since_checkpoint = 0
-        with _map_errors("Checkpointing the SQLite database"):
+        try:
             await anyio.to_thread.run_sync(_checkpoint, conn, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            logger.warning("Checkpointing the SQLite database %s failed: %s", self._path, exc)
 
     async def create_conversation(self, info: ConversationInfo) -> ConversationInfo:
         row = conversation_row(info)

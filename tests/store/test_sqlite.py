@@ -284,6 +284,32 @@ async def test_the_store_checkpoints_the_wal(
         await store.aclose()
 
 
+@pytest.mark.anyio
+async def test_a_failed_checkpoint_fails_no_call(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turn that happens to trigger a checkpoint was committed: a failing checkpoint
+    (a full disk, say) is logged, and the turn is acknowledged as it should be."""
+
+    def failing_checkpoint(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(sqlite_module, "_checkpoint", failing_checkpoint)
+    store = await SQLiteStore.open(sqlite_url)
+    try:
+        await store.create_conversation(ConversationInfo(id="c1"))
+        count = await store.append_turn(
+            "c1", Message.user("hi"), Message.assistant("hello"), expected_count=0
+        )
+        assert count == 2
+        assert [m.content for m in await store.load_messages("c1")] == ["hi", "hello"]
+    finally:
+        await store.aclose()
+    assert "Checkpointing the SQLite database" in caplog.text
+    assert "database or disk is full" in caplog.text
+
+
 KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
