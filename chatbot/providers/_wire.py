@@ -20,6 +20,7 @@ import cattrs
 import httpx
 
 from chatbot._errors import BadUpstreamResponse, ProviderError
+from chatbot._http_client import UpstreamClient
 
 from ._base import StreamEnd, StreamEvent, TextDelta
 from ._http import error_from_response, map_http_errors, open_body, provider_label, read_error
@@ -193,7 +194,7 @@ async def stream_sse(
             malformed or truncated streams.
     """
     with map_http_errors(provider):
-        response = await client.send(endpoint.post(payload), stream=True)
+        response = await _open(client, endpoint.post(payload))
         try:
             if not response.is_success:
                 raise await read_error(
@@ -217,6 +218,14 @@ async def stream_sse(
         finally:
             await response.aclose()
     yield parser.finish()
+
+
+async def _open(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request``, its body left streaming: straight to the transport when the
+    client is the server's own (:class:`~chatbot._http_client.UpstreamClient`)."""
+    if isinstance(client, UpstreamClient):
+        return await client.send_direct(request)
+    return await client.send(request, stream=True)
 
 
 def _text_of(

@@ -12,6 +12,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatbot import ProviderConfig
 from chatbot._config import UpstreamPolicy
+from chatbot._http_client import UpstreamClient
 from chatbot._messages import Message
 from chatbot.providers import ChatRequest, Provider, create_provider
 from tests.fakes import DEFAULT_API_KEY, FakeUpstream
@@ -47,7 +48,8 @@ def _ssl_context() -> ssl.SSLContext:
 
 @pytest.fixture
 async def http_client(anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client like the supervisor's (``create_http_client``): aiohttp-backed on asyncio.
+    """A client like the supervisor's (``create_http_client``): an ``UpstreamClient``,
+    aiohttp-backed on asyncio.
 
     Same transports and timeout shape, but one shared SSL context for the session.
     """
@@ -57,7 +59,7 @@ async def http_client(anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
         transport = AiohttpTransport(verify=_ssl_context(), trust_env=False)
     else:
         transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False)
-    async with httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False) as client:
+    async with UpstreamClient(transport=transport, timeout=timeout) as client:
         yield client
 
 

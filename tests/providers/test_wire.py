@@ -1,4 +1,5 @@
-"""How one network read's worth of events becomes one text delta."""
+"""How one network read's worth of events becomes one text delta, and how the shared
+client sends a request."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import json
 import httpx
 import pytest
 
+from chatbot import ProviderConfig
 from chatbot._config import UpstreamPolicy
 from chatbot._errors import UpstreamUnavailable
 from chatbot._http_client import create_http_client
+from chatbot._messages import Message
+from chatbot.providers import ChatRequest, create_provider
+from chatbot.providers._resilience import collect
 from chatbot.providers._sse import SSEDecoder
 from chatbot.providers._wire import Endpoint, _text_of
 from chatbot.providers.openai_compat import _Parser
@@ -73,3 +78,44 @@ async def test_an_endpoint_request_carries_the_client_defaults_and_compact_json(
     assert request.content == '{"text":"héllo","n":1}'.encode()
     assert request.extensions["timeout"]["connect"] == 3.0
     assert "sk-x" not in repr(endpoint)
+
+
+@pytest.mark.anyio
+async def test_send_direct_speaks_the_same_http_and_keeps_no_cookies(fake_upstream: FakeUpstream) -> None:
+    """The chat requests go straight to the transport: same request on the wire, a
+    streaming response tied to its request, and still no cookie carried over."""
+    fake_upstream.enqueue(Fail(status=429, headers={"set-cookie": "__cf_bm=abc; Path=/"}))
+    client = create_http_client(UpstreamPolicy())
+    url = f"{fake_upstream.url.replace('127.0.0.1', 'localhost')}/v1/chat/completions"
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"authorization": f"Bearer {DEFAULT_API_KEY}"}
+    async with client:
+        endpoint = Endpoint.prepare(client, url, headers)
+        replies = []
+        for _ in range(2):
+            request = endpoint.post(body)
+            response = await client.send_direct(request)
+            try:
+                replies.append((response.status_code, (await response.aread()).decode()))
+                assert response.request is request
+            finally:
+                await response.aclose()
+    assert replies[0][0] == 429
+    assert replies[1][0] == 200 and replies[1][1].rstrip().endswith("data: [DONE]")
+    first, second = fake_upstream.requests
+    assert first.connection == second.connection
+    assert second.headers["user-agent"] == client.headers["user-agent"]
+    assert json.loads(second.body) == body
+    assert "cookie" not in second.headers
+
+
+@pytest.mark.anyio
+async def test_a_provider_on_a_plain_httpx_client_streams_too(fake_upstream: FakeUpstream) -> None:
+    """An embedder may hand an adapter any ``httpx.AsyncClient``: it goes through ``send``."""
+    config = ProviderConfig(provider="openai", api_key=DEFAULT_API_KEY, base_url=fake_upstream.url)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        provider = create_provider(config, client)
+        request = ChatRequest(model="fake-model", system="", messages=(Message.user("hi"),), max_tokens=64)
+        text, end = await collect(provider.stream(request))
+    assert text == "You said: hi"
+    assert end.stop_reason is not None
