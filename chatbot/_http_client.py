@@ -34,6 +34,7 @@ class _NoCookies(CookieJar):
     def set_cookie(self, cookie: Cookie) -> None:
         return None
 
+
 class UpstreamClient(httpx.AsyncClient):
     """The shared client, which can also hand a prepared request straight to its transport.
 
