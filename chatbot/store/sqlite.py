@@ -308,28 +308,36 @@ class SQLiteStore:
             raise StoreError("The SQLite store is closed.")
         self._calls_since_checkpoint += 1
         with _map_errors(action):
-            ran = False
             if quick:
-                # Queue behind a call on the thread, if there is one, then run here: joining
-                # the thread's queue instead would keep every later call there under load.
-                if self._limiter.available_tokens:
-                    self._limiter.acquire_nowait()
-                else:
-                    await self._limiter.acquire()
-                try:
-                    result = _without_waiting(conn, work)
-                    ran = True
-                except _LockHeld:
-                    pass  # another process is writing: wait for its lock on the thread
-                finally:
-                    self._limiter.release()
-            if not ran:
-                result = await anyio.to_thread.run_sync(
-                    _patiently(work), conn, limiter=self._limiter
-                )
+                result = await self._run_here(conn, work)
+            else:
+                result = await self._run_on_thread(conn, work)
         if self._calls_since_checkpoint >= _CHECKPOINT_EVERY:
             await self._checkpoint(conn)
         return result
+
+    async def _run_here(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the event loop in its turn; on the thread if a lock is held elsewhere.
+
+        It waits for a call on the thread to finish rather than joining the thread's
+        queue: under load that queue would otherwise keep every later call there.
+        """
+        if self._limiter.available_tokens:
+            self._limiter.acquire_nowait()  # acquire() would also yield to the loop
+        else:
+            await self._limiter.acquire()
+        try:
+            return _without_waiting(conn, work)
+        except _LockHeld:
+            pass  # another process is writing: wait for its lock on the thread
+        finally:
+            self._limiter.release()
+        return await self._run_on_thread(conn, work)
+
+    async def _run_on_thread(
+        self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        return await anyio.to_thread.run_sync(_patiently(work), conn, limiter=self._limiter)
 
     async def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Checkpoint after a call that succeeded; a failure must not fail that call.
