@@ -220,15 +220,20 @@ def start_server(
     return proc
 
 
-def server_metric(server: Proc, name: str) -> float | None:
-    """An unlabelled gauge or counter from the server's ``/metrics``, or None if absent."""
+def server_metric(server: Proc, name: str, labels: str | None = None) -> float | None:
+    """A gauge or counter from the server's ``/metrics``, or None if absent.
+
+    ``labels`` picks one series by its exact label text (``generation="2"``); without
+    it the first series of that name counts.
+    """
     try:
         status, text, _ = http_json(f"{server.first_line}/metrics", timeout=10)
     except OSError:
         return None
     if status != 200 or not isinstance(text, str):
         return None
-    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.e+]+)", text, re.MULTILINE)
+    series = r"(?:\{[^}]*\})?" if labels is None else re.escape(f"{{{labels}}}")
+    match = re.search(rf"^{re.escape(name)}{series}\s+([0-9.e+]+)", text, re.MULTILINE)
     return float(match.group(1)) if match else None
 
 

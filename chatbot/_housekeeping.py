@@ -8,6 +8,9 @@ Three things keep the server's memory honest:
   spell leaves its connections, requests and upstream responses behind as reference
   cycles; once traffic stops nothing allocates, so CPython's own thresholds would keep
   that garbage (a quarter of the heap after a 500-session burst) until the next one.
+  A second one follows once the spell's idle upstream connections have closed: they
+  leave garbage of their own, and refill the interpreter's free lists, which only a
+  full collection empties.
 * Browser sessions unseen for as long as an actor may idle leave the session cache
   (:func:`forget_idle_sessions`), as their actors leave the supervisor.
 
@@ -55,6 +58,7 @@ async def collect_when_quiet(
     *,
     every: float = CHECK_EVERY_SECONDS,
     actors: int = ACTORS_PER_COLLECTION,
+    again_after: float | None = None,
     collect: Callable[[], int] = gc.collect,
 ) -> None:
     """Run ``collect`` once a busy spell is over; runs until cancelled.
@@ -69,6 +73,9 @@ async def collect_when_quiet(
         statistics: the supervisor's :meth:`~chatbot.Supervisor.statistics`.
         every: seconds between two looks at the counters.
         actors: spawns and evictions since the last collection that make a spell.
+        again_after: if given, collect once more at the first quiet look this many
+            seconds after a spell's collection: by then the HTTP client has closed the
+            upstream connections the spell left idle.
         collect: the full collection (a parameter so tests can watch it).
     """
 
@@ -77,20 +84,30 @@ async def collect_when_quiet(
         actors_moved = counts.spawned + counts.evicted
         return actors_moved, actors_moved + counts.turns_started, counts.turns_open == 0
 
+    def collect_and_log(why: str) -> None:
+        began = time.perf_counter()
+        freed = collect()
+        logger.debug(
+            "full garbage collection %s: %d objects freed in %.1f ms",
+            why, freed, (time.perf_counter() - began) * 1000,
+        )
+
     collected_at, previous, _ = look()
+    again_at: float | None = None
     while True:
         await anyio.sleep(every)
         actors_moved, activity, no_turn_open = look()
         quiet, previous = no_turn_open and activity == previous, activity
-        if not quiet or actors_moved - collected_at < actors:
+        if not quiet:
             continue
-        began = time.perf_counter()
-        freed = collect()
-        logger.debug(
-            "full garbage collection after %d actors came and went: %d objects freed in %.1f ms",
-            actors_moved - collected_at, freed, (time.perf_counter() - began) * 1000,
-        )
-        collected_at = actors_moved
+        if actors_moved - collected_at >= actors:
+            collect_and_log(f"after {actors_moved - collected_at} actors came and went")
+            collected_at = actors_moved
+            if again_after is not None:
+                again_at = anyio.current_time() + again_after
+        elif again_at is not None and anyio.current_time() >= again_at:
+            collect_and_log("once the spell's idle upstream connections had closed")
+            again_at = None
 
 
 class IdleForgetting(Protocol):

@@ -22,7 +22,7 @@ import sniffio
 
 from ._config import UpstreamPolicy
 
-__all__ = ["UpstreamClient", "create_http_client"]
+__all__ = ["IDLE_CONNECTIONS_CLOSED_WITHIN", "UpstreamClient", "create_http_client"]
 
 
 class _NoCookies(CookieJar):
@@ -75,6 +75,10 @@ class UpstreamClient(httpx.AsyncClient):
 
 # Connections are per upstream host; conversations far outnumber them.
 _LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+
+# An idle connection is closed at the pool's first sweep after its keep-alive expiry, and
+# aiohttp sweeps once per expiry period (rounded up to the next second).
+IDLE_CONNECTIONS_CLOSED_WITHIN = 2 * (_LIMITS.keepalive_expiry or 0) + 2
 
 
 def create_http_client(policy: UpstreamPolicy) -> UpstreamClient:

@@ -22,6 +22,7 @@ import logging
 import signal
 import socket
 import threading
+from functools import partial
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from chatbot._housekeeping import (
     forget_idle_sessions,
     settle_garbage_collector,
 )
+from chatbot._http_client import IDLE_CONNECTIONS_CLOSED_WITHIN
 from chatbot._supervisor import Supervisor
 from chatbot.store import open_store
 from chatbot.telemetry import Telemetry, configure_logging
@@ -97,7 +99,10 @@ async def main(
             print(f"chatbot web UI on http://{_url_host(settings.host)}:{port}", flush=True)
             state: WebState = app.extensions["chatbot"]
             async with anyio.create_task_group() as housekeeping:
-                housekeeping.start_soon(collect_when_quiet, supervisor.statistics)
+                housekeeping.start_soon(partial(
+                    collect_when_quiet, supervisor.statistics,
+                    again_after=IDLE_CONNECTIONS_CLOSED_WITHIN,
+                ))
                 housekeeping.start_soon(
                     forget_idle_sessions, state.sessions, settings.limits.idle_evict_after
                 )

@@ -93,6 +93,31 @@ async def test_waits_while_a_turn_is_open_or_turns_keep_starting() -> None:
         tg.cancel_scope.cancel()
 
 
+async def test_collects_again_once_the_spells_idle_connections_have_closed() -> None:
+    counters = _Counters(spawned=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: collect_when_quiet(
+            counters.statistics, every=0.01, actors=5, again_after=0.3, collect=counters.collect
+        ))
+        await anyio.sleep(0.05)
+        counters.spawned += 10
+        with anyio.fail_after(5):
+            while not counters.collections:
+                await anyio.sleep(0.01)
+        spell_collected = anyio.current_time()
+        counters.turns_open = 1  # a turn is streaming when the time comes: no collection
+        await anyio.sleep(0.4)
+        assert counters.collections == [(10, 0)]
+        counters.turns_open = 0
+        with anyio.fail_after(5):
+            while len(counters.collections) < 2:
+                await anyio.sleep(0.01)
+        assert anyio.current_time() - spell_collected >= 0.3
+        await anyio.sleep(0.5)
+        assert counters.collections == [(10, 0), (10, 0)]  # once per spell, not every 0.3 s
+        tg.cancel_scope.cancel()
+
+
 async def test_a_real_supervisors_spell_of_turns_and_evictions_ends_in_a_collection() -> None:
     provider = ScriptedProvider()
     collections: list[int] = []
