@@ -4,13 +4,14 @@ Three things keep the server's memory honest:
 
 * Everything imported at start-up is frozen (:func:`settle_garbage_collector`), so full
   collections do not walk modules, classes and functions again and again.
-* A full collection runs once a busy spell is over (:func:`collect_when_quiet`). The
-  spell leaves its connections, requests and upstream responses behind as reference
-  cycles; once traffic stops nothing allocates, so CPython's own thresholds would keep
-  that garbage (a quarter of the heap after a 500-session burst) until the next one.
-  A second one follows once the spell's idle upstream connections have closed: they
-  leave garbage of their own, and refill the interpreter's free lists, which only a
-  full collection empties.
+* Memory is released once a busy spell is over (:func:`collect_when_quiet`,
+  :func:`release_memory`). The spell leaves its connections, requests and upstream
+  responses behind as reference cycles; once traffic stops nothing allocates, so
+  CPython's own thresholds would keep that garbage (a quarter of the heap after a
+  500-session burst) until the next one. SQLite's page cache, full of conversations
+  that have gone idle, is emptied too. A second release follows once the spell's idle
+  upstream connections have closed: they leave garbage of their own, and refill the
+  interpreter's free lists, which only a full collection empties.
 * Browser sessions unseen for as long as an actor may idle leave the session cache
   (:func:`forget_idle_sessions`), as their actors leave the supervisor.
 
@@ -20,17 +21,22 @@ All three are the server's choice: an application embedding the
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 import anyio
 
+from chatbot._errors import StoreError
 from chatbot._supervisor import SupervisorStatistics
+from chatbot.store import Store
+from chatbot.store.sqlite import SQLiteStore
 
-__all__ = ["collect_when_quiet", "forget_idle_sessions", "settle_garbage_collector"]
+__all__ = ["collect_when_quiet", "forget_idle_sessions", "release_memory", "settle_garbage_collector"]
 
 logger = logging.getLogger("chatbot.server")
 
@@ -53,13 +59,56 @@ def settle_garbage_collector() -> None:
     gc.freeze()
 
 
+def _jemalloc_tcache_flush() -> Callable[[], int] | None:
+    """jemalloc's ``thread.tcache.flush``, when jemalloc is this process's allocator.
+
+    jemalloc keeps a cache of freed blocks per thread, which it trims only as the thread
+    goes on allocating. After a spell each cached block keeps a page of the spell's
+    alive; flushed, the blocks go back to their pages, and empty pages to the system.
+    """
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (AttributeError, OSError, TypeError):  # not jemalloc, or no such lookup here
+        return None
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    return partial(mallctl, b"thread.tcache.flush", None, None, None, 0)
+
+
+_flush_allocator_cache = _jemalloc_tcache_flush()
+
+
+async def collect_garbage() -> int:
+    """A full collection; returns how many objects it freed."""
+    return gc.collect()
+
+
+async def release_memory(store: Store) -> int:
+    """Hand back what a busy spell leaves; returns how many objects the collection freed.
+
+    In order: SQLite's page cache, the garbage (a full collection, which also empties
+    the interpreter's free lists), then jemalloc's cache of freed blocks for the event
+    loop's thread (this must run on that thread). A store that cannot release its
+    cache now only logs why: the rest does not depend on it.
+    """
+    if isinstance(store, SQLiteStore):
+        try:
+            await store.release_memory()
+        except StoreError as exc:
+            logger.warning("could not release SQLite's page cache: %s", exc)
+    freed = gc.collect()
+    if _flush_allocator_cache is not None:
+        _flush_allocator_cache()
+    return freed
+
+
 async def collect_when_quiet(
     statistics: Callable[[], SupervisorStatistics],
     *,
     every: float = CHECK_EVERY_SECONDS,
     actors: int = ACTORS_PER_COLLECTION,
     again_after: float | None = None,
-    collect: Callable[[], int] = gc.collect,
+    collect: Callable[[], Awaitable[int]] = collect_garbage,
 ) -> None:
     """Run ``collect`` once a busy spell is over; runs until cancelled.
 
@@ -76,7 +125,8 @@ async def collect_when_quiet(
         again_after: if given, collect once more at the first quiet look this many
             seconds after a spell's collection: by then the HTTP client has closed the
             upstream connections the spell left idle.
-        collect: the full collection (a parameter so tests can watch it).
+        collect: the full collection, or what releases more memory besides
+            (:func:`release_memory`); returns how many objects it freed.
     """
 
     def look() -> tuple[int, int, bool]:
@@ -84,9 +134,9 @@ async def collect_when_quiet(
         actors_moved = counts.spawned + counts.evicted
         return actors_moved, actors_moved + counts.turns_started, counts.turns_open == 0
 
-    def collect_and_log(why: str) -> None:
+    async def collect_and_log(why: str) -> None:
         began = time.perf_counter()
-        freed = collect()
+        freed = await collect()
         logger.debug(
             "full garbage collection %s: %d objects freed in %.1f ms",
             why, freed, (time.perf_counter() - began) * 1000,
@@ -101,12 +151,12 @@ async def collect_when_quiet(
         if not quiet:
             continue
         if actors_moved - collected_at >= actors:
-            collect_and_log(f"after {actors_moved - collected_at} actors came and went")
+            await collect_and_log(f"after {actors_moved - collected_at} actors came and went")
             collected_at = actors_moved
             if again_after is not None:
                 again_at = anyio.current_time() + again_after
         elif again_at is not None and anyio.current_time() >= again_at:
-            collect_and_log("once the spell's idle upstream connections had closed")
+            await collect_and_log("once the spell's idle upstream connections had closed")
             again_at = None
 
 

@@ -34,6 +34,7 @@ from chatbot._config import Settings
 from chatbot._housekeeping import (
     collect_when_quiet,
     forget_idle_sessions,
+    release_memory,
     settle_garbage_collector,
 )
 from chatbot._http_client import IDLE_CONNECTIONS_CLOSED_WITHIN
@@ -101,7 +102,7 @@ async def main(
             async with anyio.create_task_group() as housekeeping:
                 housekeeping.start_soon(partial(
                     collect_when_quiet, supervisor.statistics,
-                    again_after=IDLE_CONNECTIONS_CLOSED_WITHIN,
+                    again_after=IDLE_CONNECTIONS_CLOSED_WITHIN, collect=partial(release_memory, store),
                 ))
                 housekeeping.start_soon(
                     forget_idle_sessions, state.sessions, settings.limits.idle_evict_after

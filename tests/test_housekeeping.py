@@ -3,16 +3,27 @@ browser sessions leaving the cache."""
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+
 import anyio
 import pytest
 
 from chatbot import Limits, ProviderConfig, Supervisor
-from chatbot._housekeeping import collect_when_quiet, forget_idle_sessions
+from chatbot._housekeeping import collect_when_quiet, forget_idle_sessions, release_memory
 from chatbot._supervisor import SupervisorStatistics
 from chatbot.store import MemoryStore
+from chatbot.store.sqlite import SQLiteStore
 from chatbot.webapp.security import BaseUrlPolicy
 from chatbot.webapp.sessions import SessionManager
 from tests.fakes.scripted import ScriptedProvider
+from tests.webapp.test_server import make_run_allocator_env
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +45,7 @@ class _Counters:
             turns_started=self.turns_started, turns_open=self.turns_open,
         )
 
-    def collect(self) -> int:
+    async def collect(self) -> int:
         self.collections.append((self.spawned, self.evicted))
         return 0
 
@@ -127,7 +138,7 @@ async def test_a_real_supervisors_spell_of_turns_and_evictions_ends_in_a_collect
         Supervisor(provider_factory=provider.factory, default_config=config, limits=limits) as sup,
         anyio.create_task_group() as tg,
     ):
-        def collect() -> int:
+        async def collect() -> int:
             collections.append(sup.statistics().evicted)
             return 0
 
@@ -150,3 +161,64 @@ async def test_idle_browser_sessions_are_forgotten_while_the_server_runs() -> No
             while len(sessions):
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only a full collection frees it
+
+
+async def test_release_memory_collects_cycles_even_when_the_store_cannot_release(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'chatbot.db'}")
+    await store.aclose()  # its cache cannot be released now
+    node = _Node()
+    gone = weakref.ref(node)
+    del node
+    gc.disable()  # no automatic collection can get there first
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatbot.server"):
+            freed = await release_memory(store)
+    finally:
+        gc.enable()
+    assert gone() is None and freed >= 2  # the node and its __dict__
+    assert "could not release SQLite's page cache: The SQLite store is closed." in caplog.text
+
+
+def test_release_memory_flushes_jemallocs_thread_cache() -> None:
+    """Run where ``make run`` runs the server: on jemalloc, when it is installed."""
+    allocator = make_run_allocator_env()
+    if not allocator:
+        pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
+    script = textwrap.dedent("""
+        import ctypes
+        import anyio
+        from chatbot._housekeeping import release_memory
+        from chatbot.store import MemoryStore
+
+        mallctl = ctypes.CDLL(None).mallctl
+        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+
+        def cached_bytes() -> int:
+            epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
+            assert mallctl(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), 8) == 0
+            value, size = ctypes.c_size_t(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+            assert mallctl(b"stats.arenas.4096.tcache_bytes", ctypes.byref(value), ctypes.byref(size), None, 0) == 0
+            return value.value
+
+        async def main() -> None:
+            garbage = [(str(i), [i] * (i % 40)) for i in range(100_000)]
+            del garbage  # freed blocks of many sizes, cached by this thread
+            before = cached_bytes()
+            await release_memory(MemoryStore())
+            print(before, cached_bytes())
+
+        anyio.run(main)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **allocator},
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    before, after = map(int, result.stdout.split())
+    assert before > 20_000 and after < before / 4, (before, after)

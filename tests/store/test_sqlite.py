@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _sqlite3
+import ctypes
 import os
 import re
 import signal
@@ -151,12 +153,8 @@ async def test_hot_queries_read_an_index_in_order(
     assert "TEMP B-TREE" not in plan, plan
 
 
-@pytest.mark.anyio
-async def test_quick_calls_skip_the_worker_thread(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A turn's writes run on the event loop; a long turn and whole histories do not."""
-    store = await SQLiteStore.open(sqlite_url)
+def _count_thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions run on a worker thread from now on, by name."""
     hops: list[str] = []
     real_run_sync = to_thread.run_sync
 
@@ -165,6 +163,24 @@ async def test_quick_calls_skip_the_worker_thread(
         return await real_run_sync(work, *args, **kwargs)
 
     monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
+    return hops
+
+
+def _sqlite_memory_used() -> int:
+    """Bytes SQLite holds in this process (``sqlite3_status64(SQLITE_STATUS_MEMORY_USED)``)."""
+    status64 = ctypes.CDLL(_sqlite3.__file__).sqlite3_status64
+    current, highwater = ctypes.c_int64(), ctypes.c_int64()
+    assert status64(0, ctypes.byref(current), ctypes.byref(highwater), 0) == 0
+    return current.value
+
+
+@pytest.mark.anyio
+async def test_quick_calls_skip_the_worker_thread(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's writes run on the event loop; a long turn and whole histories do not."""
+    store = await SQLiteStore.open(sqlite_url)
+    hops = _count_thread_hops(monkeypatch)
     try:
         await store.create_conversation(ConversationInfo(id="c1"))
         await store.append_turn("c1", Message.user("hi"), Message.assistant("hello"), expected_count=0)
@@ -175,6 +191,30 @@ async def test_quick_calls_skip_the_worker_thread(
         messages = await store.load_messages("c1")
         assert [m.content for m in messages] == ["hi", "hello", "more", long_reply]
         assert len(hops) == 2, hops
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_release_memory_empties_the_page_cache_on_the_event_loop(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the server calls once a busy spell is over; the data stays, of course."""
+    store = await SQLiteStore.open(sqlite_url)
+    try:
+        await store.create_conversation(ConversationInfo(id="c1"))
+        for i in range(50):
+            await store.append_turn(
+                "c1", Message.user(f"{i} " + "q" * 4000), Message.assistant("a" * 4000),
+                expected_count=2 * i,
+            )
+        messages = await store.load_messages("c1")  # about 100 pages now in the cache
+        filled = _sqlite_memory_used()
+        hops = _count_thread_hops(monkeypatch)
+        await store.release_memory()
+        assert filled - _sqlite_memory_used() > 300_000
+        assert hops == []
+        assert await store.load_messages("c1") == messages
     finally:
         await store.aclose()
 

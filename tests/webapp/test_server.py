@@ -111,7 +111,7 @@ def test_the_server_forgets_idle_browsers_and_knows_them_again(
     assert "forgot 1 browser session(s) idle for 1 s" in log
 
 
-def _make_run_allocator_env() -> dict[str, str]:
+def make_run_allocator_env() -> dict[str, str]:
     """The allocator variables ``make run`` sets, read from the command it would run."""
     command = subprocess.run(
         ["make", "-s", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
@@ -122,7 +122,7 @@ def _make_run_allocator_env() -> dict[str, str]:
 
 
 def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
-    allocator = _make_run_allocator_env()
+    allocator = make_run_allocator_env()
     if not allocator:
         pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
     assert allocator["PYTHONMALLOC"] == "malloc"
