@@ -15,7 +15,7 @@ gets, so each reply shows exactly which conversation the server sent upstream:
 
 The server runs with ``CHATBOT_ACTOR_IDLE_SECONDS=5``; its RSS is read at baseline,
 at the peak, once every actor was evicted, and once its idle upstream connections have
-closed too. On CPython's own allocator, so is the live Python heap
+closed too and it has released memory again. On CPython's own allocator, so is the live Python heap
 (``chatbot_python_allocated_blocks``), which shows whether the freed memory is
 garbage CPython keeps for reuse or objects still alive. The report is Markdown, printed and
 written to ``bench/results/load-latest.md``.
