@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 run: venv ## start the web UI on http://localhost:8080 (SQLite store in ./data)
 	env $(MALLOC_ENV) $(BIN)/chatbot web
 
-test: venv ## the whole suite: lint, Dockerfile lint, unit, integration, browser
+test: venv ## the whole suite: lint, Dockerfile lint, type check, unit, integration, browser
 	$(BIN)/ruff check chatbot tests bench
 	$(BIN)/hadolint --no-color --failure-threshold warning Dockerfile
 	$(BIN)/mypy chatbot
@@ -40,8 +40,8 @@ typecheck: venv
 bench: venv ## gateway overhead vs a direct call to the same fake upstream
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-bench-compare: venv ## the same scenarios side by side with the LiteLLM proxy
-	$(BIN)/python -m bench.run --compare-litellm $(BENCH_ARGS)
+bench-compare: venv ## the same scenarios side by side with the LiteLLM proxy (each step twice)
+	$(BIN)/python -m bench.run --compare-litellm --repeat 2 $(BENCH_ARGS)
 
 bench-store: venv ## list/load latency as the store grows (SQLite, PostgreSQL)
 	$(BIN)/python -m bench.store $(BENCH_ARGS)

@@ -42,7 +42,8 @@ logger = logging.getLogger("chatbot.server")
 
 # How often the supervisor's counters are read, and how many actors spawned or evicted
 # since the last collection make a spell worth collecting after. With the start-up heap
-# frozen, a full collection takes a few milliseconds.
+# frozen, a full collection of an idle server takes a few milliseconds (20-40 ms just
+# after a 64-session spell, on a 2-core machine).
 CHECK_EVERY_SECONDS = 1.0
 ACTORS_PER_COLLECTION = 64
 

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_argument("-m", "--message", help="send this prompt and print the reply")
     cli.add_argument(
-        "--json", action="store_true", help="print {reply, usage, model} as JSON at the end"
+        "--json", action="store_true", help="print {reply, usage, model, conversation_id} as JSON at the end"
     )
     cli.add_argument("--provider", help="use this provider (its key comes from the environment)")
     cli.add_argument("--model", help="use this model (overrides MODEL)")

@@ -28,8 +28,8 @@ a power loss or an OS crash can lose the last commits; that is out of scope, and
 ``PRAGMA synchronous=FULL`` would be the knob if it ever is not.
 
 Other processes may open the same file (the CLI next to the web server): writes
-take SQLite's write lock with ``BEGIN IMMEDIATE`` and wait up to five seconds for
-it, and :meth:`SQLiteStore.append_turn`'s count check keeps their turns apart.
+take SQLite's write lock (``BEGIN IMMEDIATE``, or a single statement) and wait up to
+five seconds for it, and :meth:`SQLiteStore.append_turn`'s count check keeps their turns apart.
 """
 
 from __future__ import annotations
