@@ -22,8 +22,8 @@ from chatbot.store import MemoryStore
 from chatbot.store.sqlite import SQLiteStore
 from chatbot.webapp.security import BaseUrlPolicy
 from chatbot.webapp.sessions import SessionManager
+from tests._environment import make_run_allocator_env
 from tests.fakes.scripted import ScriptedProvider
-from tests.webapp.test_server import make_run_allocator_env
 
 pytestmark = pytest.mark.anyio
 
@@ -37,8 +37,17 @@ class _Counters:
         self.turns_started = 0
         self.turns_open = 0
         self.collections: list[tuple[int, int]] = []
+        self.looks = 0
+
+    async def looked(self, times: int = 3) -> None:
+        """Return once the task has looked at the counters ``times`` more times."""
+        target = self.looks + times
+        with anyio.fail_after(5):
+            while self.looks < target:
+                await anyio.sleep(0.002)
 
     def statistics(self) -> SupervisorStatistics:
+        self.looks += 1
         return SupervisorStatistics(
             live_actors=self.spawned - self.evicted, inbox_depth=0, spawned=self.spawned,
             evicted=self.evicted, restarts=0, running=True,
@@ -56,7 +65,7 @@ async def test_collects_once_per_spell_when_the_counters_stop_moving() -> None:
     async def look(*, spawned: int = 0, evicted: int = 0) -> None:
         counters.spawned += spawned
         counters.evicted += evicted
-        await anyio.sleep(0.1)  # several looks at the counters
+        await counters.looked()  # one sees the change, the next ones see nothing move
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: collect_when_quiet(
@@ -71,7 +80,8 @@ async def test_collects_once_per_spell_when_the_counters_stop_moving() -> None:
         assert counters.collections == [(14, 1)]  # one collection per spell
         for _ in range(20):  # steady churn: the counters move at every look
             counters.spawned += 1
-            await anyio.sleep(0.004)
+            await counters.looked(1)
+        assert counters.collections == [(14, 1)]
         await look()
         assert counters.collections == [(14, 1), (34, 1)]
         tg.cancel_scope.cancel()
@@ -83,7 +93,7 @@ async def test_waits_while_a_turn_is_open_or_turns_keep_starting() -> None:
     async def look(**changes: int) -> None:
         for name, value in changes.items():
             setattr(counters, name, getattr(counters, name) + value)
-        await anyio.sleep(0.1)  # several looks at the counters
+        await counters.looked()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: collect_when_quiet(
@@ -95,9 +105,9 @@ async def test_waits_while_a_turn_is_open_or_turns_keep_starting() -> None:
         for _ in range(20):  # turns come and go between two looks
             counters.turns_open -= 1
             counters.turns_started += 1
-            await anyio.sleep(0.004)
+            await counters.looked(1)
             counters.turns_open += 1
-            await anyio.sleep(0.004)
+            await counters.looked(1)
         assert counters.collections == []
         await look(turns_open=-1)
         assert counters.collections == [(10, 0)]
@@ -189,8 +199,6 @@ async def test_release_memory_collects_cycles_even_when_the_store_cannot_release
 def test_release_memory_flushes_jemallocs_thread_cache() -> None:
     """Run where ``make run`` runs the server: on jemalloc, when it is installed."""
     allocator = make_run_allocator_env()
-    if not allocator:
-        pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
     script = textwrap.dedent("""
         import ctypes
         import anyio

@@ -13,8 +13,8 @@ requirements change. Only the chatbot wheel is built fresh each time.
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -105,16 +105,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(installed: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``chatbot web`` from the venv, with no provider configured and an empty data dir."""
-    port = _free_port()
+    """``chatbot web`` from the venv, with no provider configured and an empty data dir.
+
+    It listens on a port the system picks, and says which.
+    """
     env = {
         "PATH": f"{installed}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": str(tmp_path),
@@ -124,24 +120,26 @@ def server(installed: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
     }
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
-        [str(installed / "chatbot"), "web", "--port", str(port)],
+        [str(installed / "chatbot"), "web", "--port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = ""
     try:
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
-            assert process.poll() is None, (
-                "the server exited:\n" + (tmp_path / "server.log").read_text()
-            )
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            output = (tmp_path / "server.log").read_text()
+            assert process.poll() is None, "the server exited:\n" + output
+            listening = re.search(r"chatbot web UI on http://\S+:(\d+)", output)
+            if listening:
+                base = f"http://127.0.0.1:{listening.group(1)}"
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
             assert time.monotonic() < deadline, (
                 "the server did not start:\n" + (tmp_path / "server.log").read_text()
             )

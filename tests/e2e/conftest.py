@@ -31,11 +31,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
+from tests._environment import unavailable
 from tests.fakes import DEFAULT_API_KEY, FakeUpstream
 
 if TYPE_CHECKING:
@@ -78,18 +79,11 @@ _SERVER_START_TIMEOUT = 30.0
 _SERVER_STOP_TIMEOUT = 15.0
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip the browser tests, or fail them in CI where the browser must be present."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _check_browser() -> None:
     if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
+        unavailable(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
     if importlib.util.find_spec("playwright") is None:
-        _unavailable("playwright is not installed: `pip install playwright` (never `playwright install`)")
+        unavailable("playwright is not installed: `pip install playwright` (never `playwright install`)")
 
 
 # -- the server ----------------------------------------------------------------------

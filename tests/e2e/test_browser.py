@@ -404,4 +404,8 @@ def test_readme_screenshot(chat: ChatPage, upstream: FakeUpstream) -> None:
         target = ROOT / "docs" / "screenshot.png"
         target.parent.mkdir(exist_ok=True)
         target.write_bytes(path.read_bytes())
-    assert path.read_bytes().startswith(b"\x89PNG")
+    # The whole desktop window, not a cropped element: the PNG header's width and height.
+    header = path.read_bytes()[16:24]
+    size = (int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big"))
+    viewport = chat.page.viewport_size
+    assert viewport is not None and size == (viewport["width"], viewport["height"]), size

@@ -9,6 +9,7 @@ Completions, OpenRouter's quirks, Ollama). The server module only sends them.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -78,6 +79,8 @@ class Reply:
         json_body: answer with a whole JSON reply even though a stream was asked for.
         stop_reason: the stop reason to report (provider default when ``None``).
         keepalives: interleave ``ping`` events / ``:`` comments.
+        hold: the reply waits (headers and all) until the test sets this event, so it
+            is still in flight for as long as the test needs.
     """
 
     text: str | None = None
@@ -92,6 +95,7 @@ class Reply:
     json_body: bool = False
     stop_reason: str | None = None
     keepalives: bool = True
+    hold: threading.Event | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

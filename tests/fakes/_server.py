@@ -278,6 +278,8 @@ class FakeUpstream:
             return
         behaviour = self._script.popleft() if self._script else self.default
         if isinstance(behaviour, Reply):
+            while behaviour.hold is not None and not behaviour.hold.is_set():
+                await anyio.sleep(0.005)
             exchange.status = 200
             await route(connection, request, body, behaviour)
         else:

@@ -232,7 +232,7 @@ async def test_hung_upstream_times_out_on_the_client_read_deadline(
         with pytest.raises(UpstreamTimeout) as caught:
             await collect(create_provider(config, client).stream(chat_request()))
     assert caught.value.phase == "read"
-    assert await fake_upstream.wait_for_disconnect(1.0)
+    assert await fake_upstream.wait_for_disconnect(5.0)
 
 
 async def test_closing_the_stream_closes_the_upstream_connection(
@@ -242,7 +242,7 @@ async def test_closing_the_stream_closes_the_upstream_connection(
     stream = make_provider("claude").stream(chat_request("a long answer, please"))
     assert isinstance(await stream.__anext__(), TextDelta)
     await stream.aclose()
-    assert await fake_upstream.wait_for_disconnect(1.0)
+    assert await fake_upstream.wait_for_disconnect(5.0)
 
 
 async def test_cancelling_the_reader_closes_the_upstream_connection(
@@ -257,7 +257,7 @@ async def test_cancelling_the_reader_closes_the_upstream_connection(
             scope.cancel()
     assert scope.cancelled_caught
     assert len(received) == 1
-    assert await fake_upstream.wait_for_disconnect(1.0)
+    assert await fake_upstream.wait_for_disconnect(5.0)
 
 
 async def test_list_models_follows_pages(

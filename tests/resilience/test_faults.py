@@ -23,6 +23,7 @@ import itertools
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -54,7 +55,8 @@ ECHO: Final = f"You said: {QUESTION}"
 #: The first two of the five deltas a cut-short reply sends before it goes wrong.
 PARTIAL: Final = tuple(split_text(ECHO, 5)[:2])
 BIG: Final = ("0123456789abcde\n" * (5 * 2**20 // 16))[: 5 * 2**20]  # 5 MiB of text
-#: The other browser's reply: slow enough to be in flight while the fault plays out.
+#: The other browser's reply, held by the fake until the faulty turn's first attempt has
+#: arrived (see ``test_upstream_fault``), so it is in flight while the fault plays out.
 BYSTANDER: Final = Reply(chunks=4, first_token_delay=0.05, token_delay=0.05)
 
 ALL: Final = tuple(PROVIDERS)
@@ -82,7 +84,7 @@ class Fault:
         stream: send the turn to ``/api/chat/stream`` rather than ``/api/chat``.
         partial: the deltas a stream must deliver before its ``error`` event.
         retry_after: the ``Retry-After`` header the answer must carry.
-        min_wait: least seconds from one attempt's answer to the next request.
+        min_wait: least seconds from one attempt's arrival to the next one's.
         says: text from the provider's own error message that must reach the user.
         hangs: a deadline must fire: the turn runs under the short deadlines of
             :data:`POLICY` (the others under :data:`PATIENT`), and the fake must see
@@ -277,15 +279,21 @@ async def test_upstream_fault(upstream: TimedUpstream, fault: Fault, provider: s
         assert (status, body["reply"]) == (200, "You said: warm-up")
         before = await browser.history()
 
-        upstream.enqueue(BYSTANDER, *fault.script)
+        held = threading.Event()
+        upstream.enqueue(attrs.evolve(BYSTANDER, hold=held), *fault.script)
         results: dict[str, Any] = {}
 
         async def other_conversation() -> None:
             results["bystander"] = await bystander.chat("bystander")
 
+        async def release_the_bystander() -> None:
+            await _until(lambda: upstream.chat_log(QUESTION))
+            held.set()
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(other_conversation)
             await _until(lambda: upstream.chat_log("bystander"))
+            tg.start_soon(release_the_bystander)
             results["faulty"] = await _faulty_turn(browser, fault)
 
         # -- what the faulty turn got ------------------------------------------------
@@ -315,8 +323,9 @@ async def test_upstream_fault(upstream: TimedUpstream, fault: Fault, provider: s
             assert headers.get("Retry-After") == fault.retry_after
             after = before
         for (_, earlier), (_, later) in itertools.pairwise(attempts):
-            assert earlier.finished is not None
-            assert later.arrived - earlier.finished >= fault.min_wait
+            # From the earlier attempt's arrival: its end is noted on the fake's thread,
+            # which may come a moment after the client has the answer and starts waiting.
+            assert later.arrived - earlier.arrived >= fault.min_wait
         if fault.hangs:
             last = attempts[-1][0]
             await _until(last.disconnected.is_set, timeout=2)

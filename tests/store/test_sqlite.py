@@ -12,10 +12,9 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Callable
 from contextlib import closing
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -225,22 +224,29 @@ async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
 ) -> None:
     """Turns saved while a long one is on the worker thread still run on the event loop
     (queueing behind it on the thread would keep every later call there under load),
-    and every write lands, in order."""
+    and every write lands."""
     store = await SQLiteStore.open(sqlite_url)
     hops: list[str] = []
     real_run_sync = to_thread.run_sync
+    on_thread, release = threading.Event(), threading.Event()
 
     async def counting_run_sync(work, *args, **kwargs):  # type: ignore[no-untyped-def]
         hops.append(getattr(work, "__qualname__", repr(work)))
 
-        def slow_work(*work_args):  # type: ignore[no-untyped-def]
-            time.sleep(0.05)  # the thread is busy long enough for the others to queue
+        def held_work(*work_args):  # type: ignore[no-untyped-def]
+            on_thread.set()
+            release.wait(10)  # the thread stays busy until the others have queued
             return work(*work_args)
 
-        return await real_run_sync(slow_work, *args, **kwargs)
+        return await real_run_sync(held_work, *args, **kwargs)
 
-    def save(name: str, reply: Message) -> Callable[[], Awaitable[int]]:
-        return partial(store.append_turn, name, Message.user(name), reply, expected_count=0)
+    async def save(name: str, reply: Message) -> None:
+        await store.append_turn(name, Message.user(name), reply, expected_count=0)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        with anyio.fail_after(5):
+            while not condition():
+                await anyio.sleep(0.005)
 
     try:
         for name in ("long", "a", "b", "c"):
@@ -248,10 +254,12 @@ async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
         monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
         long_reply = Message.assistant("x" * (sqlite_module._QUICK_TEXT_LIMIT + 1))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(save("long", long_reply))
-            await anyio.sleep(0.01)
+            tg.start_soon(save, "long", long_reply)
+            await until(on_thread.is_set)
             for name in ("a", "b", "c"):
-                tg.start_soon(save(name, Message.assistant(name)))
+                tg.start_soon(save, name, Message.assistant(name))
+            await until(lambda: store._limiter.statistics().tasks_waiting == 3)
+            release.set()
         assert len(hops) == 1, hops
         for name in ("long", "a", "b", "c"):
             assert await store.message_count(name) == 2
@@ -260,15 +268,18 @@ async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
 
 
 @pytest.mark.anyio
-async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(sqlite_url: str) -> None:
+async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While another connection holds the write lock, a quick write waits for it on the
-    worker thread, and the event loop goes on serving everyone else."""
+    worker thread, and the event loop goes on serving everyone else. (A busy wait on the
+    loop would stall it for the whole busy timeout, then fail the write.)"""
     store = await SQLiteStore.open(sqlite_url)
     await store.create_conversation(ConversationInfo(id="c1"))
     other = sqlite3.connect(database_path(sqlite_url), isolation_level=None, check_same_thread=False)
     ticks = 0
-    longest_tick = 0.0
     written = anyio.Event()
+    hops = _count_thread_hops(monkeypatch)
 
     async def write() -> None:
         await store.append_turn("c1", Message.user("hi"), Message.assistant("hello"), expected_count=0)
@@ -278,14 +289,11 @@ async def test_a_write_lock_held_elsewhere_never_stalls_the_event_loop(sqlite_ur
         other.execute("BEGIN IMMEDIATE")
         async with anyio.create_task_group() as tg:
             tg.start_soon(write)
-            while ticks < 20:
-                started = anyio.current_time()
+            while ticks < 20:  # the loop goes on while the write waits
                 await anyio.sleep(0.01)
-                longest_tick = max(longest_tick, anyio.current_time() - started)
                 ticks += 1
-            assert not written.is_set()  # still waiting for the lock, off the loop
-            # A busy wait on the loop would stall a tick for the whole busy timeout.
-            assert longest_tick < sqlite_module._BUSY_TIMEOUT / 2
+            assert not written.is_set()  # still waiting for the lock...
+            assert len(hops) == 1, hops  # ...on the worker thread
             other.execute("COMMIT")
             with anyio.fail_after(5):
                 await written.wait()

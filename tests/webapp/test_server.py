@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._environment import make_run_allocator_env
 from tests.fakes.upstream import DEFAULT_API_KEY, FakeUpstream, Reply
 
 pytestmark = pytest.mark.slow
@@ -100,31 +102,29 @@ def test_the_server_forgets_idle_browsers_and_knows_them_again(
 ) -> None:
     variables = {**_provider_of(fake_upstream), "CHATBOT_ACTOR_IDLE_SECONDS": "1", "LOG_LEVEL": "DEBUG"}
     with start_server(tmp_path, **variables) as running:
+        stderr = running.process.stderr
+        assert stderr is not None
+        log: list[str] = []
+
+        def read_log() -> None:
+            for line in stderr:
+                log.append(line)
+
+        threading.Thread(target=read_log, daemon=True).start()
         with httpx.Client(base_url=running.url, timeout=10) as client:
             first = client.post("/api/chat", json={"message": "before"}).json()
-            time.sleep(2.5)  # sessions are looked at once a second, and forgotten after 1 s
+            # Sessions are looked at once a second, and forgotten after 1 s idle.
+            deadline = time.monotonic() + 30
+            while not any("forgot 1 browser session(s) idle for 1 s" in line for line in log):
+                assert time.monotonic() < deadline, "".join(log)
+                time.sleep(0.05)
             again = client.post("/api/chat", json={"message": "after"}).json()
-            time.sleep(2.5)  # a second chance, should the machine be slow
         assert again["conversation_id"] == first["conversation_id"]
         assert running.stop() == 0
-        log = running.process.stderr.read()  # type: ignore[union-attr]
-    assert "forgot 1 browser session(s) idle for 1 s" in log
-
-
-def make_run_allocator_env() -> dict[str, str]:
-    """The allocator variables ``make run`` sets, read from the command it would run."""
-    command = subprocess.run(
-        ["make", "-s", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-1]
-    words = command.split()
-    assert words[0] == "env" and words[-2:] == [".venv/bin/chatbot", "web"], command
-    return dict(word.split("=", 1) for word in words[1:-2])
 
 
 def test_the_server_runs_on_jemalloc_as_make_run_starts_it(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
     allocator = make_run_allocator_env()
-    if not allocator:
-        pytest.skip("libjemalloc2 is not installed here (.ci/run installs it)")
     assert allocator["PYTHONMALLOC"] == "malloc"
     with start_server(tmp_path, **allocator, **_provider_of(fake_upstream)) as running:
         maps = Path(f"/proc/{running.process.pid}/maps").read_text()
