@@ -47,17 +47,31 @@ logger = logging.getLogger("chatbot.server")
 CHECK_EVERY_SECONDS = 1.0
 ACTORS_PER_COLLECTION = 64
 
+# Net allocations of container objects between two young collections (CPython: 700).
+YOUNG_GENERATION_SIZE = 10_000
+
 
 def settle_garbage_collector() -> None:
-    """Keep the cyclic garbage collector off everything imported at start-up.
+    """Keep the cyclic garbage collector off what lives long, and out of each request.
 
     Modules, classes and functions live as long as the process, yet every full
     collection walked them again: under load that was about a twentieth of the
     server's CPU, in pauses of tens of milliseconds. Frozen, they are skipped.
-    The thresholds stay as they are: rarer collections let cyclic garbage pile up.
+
+    CPython collects its young generation after 700 net allocations, which is every few
+    requests here: each collection then finds the objects of the requests in flight
+    alive, moves them to an older generation, and a full collection (which walks every
+    live actor and browser session) follows after every hundred young ones. With new
+    conversations arriving at 16 sessions, the collector took about 300 µs per turn, in
+    full collections of about 110 ms each with 4,000 idle actors. With a young
+    generation of :data:`YOUNG_GENERATION_SIZE`, most request objects are freed by
+    their reference counts before a collection looks at them: about 110 µs per turn
+    there, and 14 µs instead of 45 µs per turn for ongoing conversations. Cyclic
+    garbage waits a little longer, and the collection after a spell still clears it.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION_SIZE, *gc.get_threshold()[1:])
 
 
 def _jemalloc_tcache_flush() -> Callable[[], int] | None:

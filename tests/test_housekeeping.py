@@ -16,7 +16,13 @@ import anyio
 import pytest
 
 from chatbot import Limits, ProviderConfig, Supervisor
-from chatbot._housekeeping import collect_when_quiet, forget_idle_sessions, release_memory
+from chatbot._housekeeping import (
+    YOUNG_GENERATION_SIZE,
+    collect_when_quiet,
+    forget_idle_sessions,
+    release_memory,
+    settle_garbage_collector,
+)
 from chatbot._supervisor import SupervisorStatistics
 from chatbot.store import MemoryStore
 from chatbot.store.sqlite import SQLiteStore
@@ -230,3 +236,14 @@ def test_release_memory_flushes_jemallocs_thread_cache() -> None:
     )
     before, after = map(int, result.stdout.split())
     assert before > 20_000 and after < before / 4, (before, after)
+
+
+def test_settling_freezes_the_start_up_heap_and_widens_the_young_generation() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 1000  # modules, classes, functions
+        assert gc.get_threshold() == (YOUNG_GENERATION_SIZE, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
