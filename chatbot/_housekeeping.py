@@ -3,7 +3,8 @@
 Three things keep the server's memory honest:
 
 * Everything imported at start-up is frozen (:func:`settle_garbage_collector`), so full
-  collections do not walk modules, classes and functions again and again.
+  collections do not walk modules, classes and functions again and again, and the
+  young generation is large enough that a request's objects seldom outlive it.
 * Memory is released once a busy spell is over (:func:`collect_when_quiet`,
   :func:`release_memory`). The spell leaves its connections, requests and upstream
   responses behind as reference cycles; once traffic stops nothing allocates, so
