@@ -152,14 +152,23 @@ async def test_hot_queries_read_an_index_in_order(
     assert "TEMP B-TREE" not in plan, plan
 
 
-def _count_thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The functions run on a worker thread from now on, by name."""
+def _count_thread_hops(
+    monkeypatch: pytest.MonkeyPatch, *, first: Callable[[], None] | None = None
+) -> list[str]:
+    """The functions run on a worker thread from now on, by name; ``first`` runs on the
+    thread before each of them."""
     hops: list[str] = []
     real_run_sync = to_thread.run_sync
 
     async def counting_run_sync(work, *args, **kwargs):  # type: ignore[no-untyped-def]
         hops.append(getattr(work, "__qualname__", repr(work)))
-        return await real_run_sync(work, *args, **kwargs)
+
+        def on_thread(*work_args):  # type: ignore[no-untyped-def]
+            if first is not None:
+                first()
+            return work(*work_args)
+
+        return await real_run_sync(on_thread, *args, **kwargs)
 
     monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
     return hops
@@ -226,19 +235,11 @@ async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
     (queueing behind it on the thread would keep every later call there under load),
     and every write lands."""
     store = await SQLiteStore.open(sqlite_url)
-    hops: list[str] = []
-    real_run_sync = to_thread.run_sync
     on_thread, release = threading.Event(), threading.Event()
 
-    async def counting_run_sync(work, *args, **kwargs):  # type: ignore[no-untyped-def]
-        hops.append(getattr(work, "__qualname__", repr(work)))
-
-        def held_work(*work_args):  # type: ignore[no-untyped-def]
-            on_thread.set()
-            release.wait(10)  # the thread stays busy until the others have queued
-            return work(*work_args)
-
-        return await real_run_sync(held_work, *args, **kwargs)
+    def hold_the_thread() -> None:
+        on_thread.set()
+        release.wait(10)  # the thread stays busy until the others have queued
 
     async def save(name: str, reply: Message) -> None:
         await store.append_turn(name, Message.user(name), reply, expected_count=0)
@@ -251,7 +252,7 @@ async def test_quick_calls_wait_for_a_call_on_the_thread_without_joining_it(
     try:
         for name in ("long", "a", "b", "c"):
             await store.create_conversation(ConversationInfo(id=name))
-        monkeypatch.setattr(to_thread, "run_sync", counting_run_sync)
+        hops = _count_thread_hops(monkeypatch, first=hold_the_thread)
         long_reply = Message.assistant("x" * (sqlite_module._QUICK_TEXT_LIMIT + 1))
         async with anyio.create_task_group() as tg:
             tg.start_soon(save, "long", long_reply)
